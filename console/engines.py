@@ -1,0 +1,208 @@
+"""One SQLAlchemy engine per target per process.
+
+Engines are created lazily under a lock, pre-ping their connections, recycle them, give up on a
+checkout after the target's pool timeout and on a connect after its connect timeout. Statement
+and lock timeouts are set per use, inside the transaction (so they also hold behind PgBouncer in
+transaction mode, where prepared statements are turned off). A changed target gets a new engine;
+worker processes dispose of inherited engines after fork.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import sqlalchemy
+from django.conf import settings
+from sqlalchemy import text
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.pool import NullPool
+
+from console.secrets import SecretUnavailable, redact
+
+
+class TargetError(Exception):
+    """Something went wrong talking to a target; the message says what to do next."""
+
+
+class PoolExhausted(TargetError):
+    pass
+
+
+class TargetUnavailable(TargetError):
+    pass
+
+
+_lock = threading.Lock()
+_engines: dict[int, tuple[str, Engine]] = {}
+
+
+def _url(target) -> URL:
+    return URL.create(
+        "postgresql+psycopg",
+        username=target.username,
+        password=target.password(),
+        host=target.host,
+        port=target.port,
+        database=target.dbname,
+    )
+
+
+def _connect_args(target) -> dict:
+    args = {
+        "connect_timeout": target.connect_timeout_s or settings.TARGET_CONNECT_TIMEOUT_S,
+        "application_name": f"{settings.ENGINE_APPLICATION_NAME}:{target.name}"[:63],
+    }
+    if target.behind_pgbouncer:
+        # Transaction pooling hands each transaction any server connection: no prepared statements.
+        args["prepare_threshold"] = None
+    return args
+
+
+def _create_engine(target) -> Engine:
+    return sqlalchemy.create_engine(
+        _url(target),
+        pool_size=target.pool_size,
+        max_overflow=target.max_overflow,
+        pool_timeout=target.pool_timeout_s,
+        pool_recycle=target.pool_recycle_s,
+        pool_pre_ping=True,
+        pool_use_lifo=True,
+        connect_args=_connect_args(target),
+        logging_name=target.name,
+        hide_parameters=True,
+    )
+
+
+def engine_for(target) -> Engine:
+    fingerprint = target.connection_fingerprint()
+    current = _engines.get(target.pk)
+    if current and current[0] == fingerprint:
+        return current[1]
+    with _lock:
+        current = _engines.get(target.pk)
+        if current and current[0] == fingerprint:
+            return current[1]
+        if current:
+            current[1].dispose()
+        engine = _create_engine(target)
+        _engines[target.pk] = (fingerprint, engine)
+        return engine
+
+
+def forget(target_id: int) -> None:
+    with _lock:
+        current = _engines.pop(target_id, None)
+    if current:
+        current[1].dispose()
+
+
+def dispose_all(close: bool = True) -> None:
+    """close=False after fork: drop the parent's connections without touching their sockets."""
+    with _lock:
+        engines = [engine for _fp, engine in _engines.values()]
+        _engines.clear()
+    for engine in engines:
+        engine.dispose(close=close)
+
+
+def engines_snapshot() -> dict[int, Engine]:
+    return {target_id: engine for target_id, (_fp, engine) in list(_engines.items())}
+
+
+def _explain(target, exc: Exception) -> TargetError:
+    if isinstance(exc, sqlalchemy.exc.TimeoutError):
+        return PoolExhausted(
+            f"{target.name}: no connection free after {target.pool_timeout_s:g} s "
+            f"(pool_size {target.pool_size} + max_overflow {target.max_overflow} all checked out). "
+            "Raise the pool size or find what holds connections."
+        )
+    if isinstance(exc, SecretUnavailable):
+        return TargetUnavailable(f"{target.name}: {exc}")
+    original = getattr(exc, "orig", None) or exc
+    message = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
+    try:
+        password = target.password()
+    except SecretUnavailable:
+        password = None
+    return TargetUnavailable(f"{target.name}: {redact(message, password)}")
+
+
+def _set_timeouts(conn: Connection, statement_timeout_ms: int | None, lock_timeout_ms: int | None) -> None:
+    conn.execute(
+        text(
+            "SELECT set_config('statement_timeout', :statement_timeout, true),"
+            " set_config('lock_timeout', :lock_timeout, true)"
+        ),
+        {
+            "statement_timeout": f"{statement_timeout_ms or settings.TARGET_STATEMENT_TIMEOUT_MS}ms",
+            "lock_timeout": f"{lock_timeout_ms or settings.TARGET_LOCK_TIMEOUT_MS}ms",
+        },
+    )
+
+
+@contextmanager
+def connect(
+    target,
+    *,
+    statement_timeout_ms: int | None = None,
+    lock_timeout_ms: int | None = None,
+    rollback: bool = False,
+) -> Iterator[Connection]:
+    """A pooled connection in a transaction with its own timeouts; rolled back if asked."""
+    try:
+        conn = engine_for(target).connect()
+    except (sqlalchemy.exc.SQLAlchemyError, SecretUnavailable, OSError) as exc:
+        raise _explain(target, exc) from exc
+    with conn:
+        transaction = conn.begin()
+        try:
+            _set_timeouts(conn, statement_timeout_ms, lock_timeout_ms)
+            yield conn
+        except BaseException:
+            transaction.rollback()
+            raise
+        if rollback:
+            transaction.rollback()
+        else:
+            transaction.commit()
+
+
+@dataclass
+class Probe:
+    ok: bool
+    latency_ms: float | None = None
+    connect_ms: float | None = None
+    server_version: str = ""
+    in_recovery: bool | None = None
+    error: str = ""
+
+
+def probe(target) -> Probe:
+    """A fresh connection (not the pool's), so that the test proves the network and the login."""
+    from console.pg import server
+
+    started = time.perf_counter()
+    try:
+        engine = sqlalchemy.create_engine(_url(target), poolclass=NullPool, connect_args=_connect_args(target))
+        try:
+            with engine.connect() as conn:
+                connected = time.perf_counter()
+                with conn.begin():
+                    _set_timeouts(conn, 2000, 1000)
+                    info = server.identity(conn)
+                    finished = time.perf_counter()
+        finally:
+            engine.dispose()
+    except (sqlalchemy.exc.SQLAlchemyError, SecretUnavailable, OSError) as exc:
+        return Probe(ok=False, error=str(_explain(target, exc)))
+    return Probe(
+        ok=True,
+        latency_ms=round((finished - connected) * 1000, 2),
+        connect_ms=round((connected - started) * 1000, 2),
+        server_version=info["server_version"],
+        in_recovery=info["in_recovery"],
+    )

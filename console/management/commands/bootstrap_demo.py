@@ -1,0 +1,55 @@
+"""Roles, demo users and the demo fleet, for `make up`. Safe to run again."""
+
+import os
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand
+
+from console import roles, services
+from console.models import Target
+
+DEMO_USERS = (roles.ADMIN, roles.OPERATOR, roles.APPROVER, roles.VIEWER)
+
+
+def demo_targets(env) -> list[dict]:
+    common = {"host": "127.0.0.1", "username": "postgres", "password_env": "FLEET_PG_PASSWORD", "tags": ["demo"]}
+    specs = [
+        {"name": "demo-primary", "role": Target.Role.PRIMARY, "port": env["FLEET_PRIMARY_PORT"], "dbname": "demo"},
+        {"name": "demo-replica", "role": Target.Role.REPLICA, "port": env["FLEET_REPLICA_PORT"], "dbname": "demo",
+         "upstream": "demo-primary"},
+        {"name": "demo-bouncer", "role": Target.Role.PGBOUNCER, "port": env["FLEET_BOUNCER_PORT"], "dbname": "demo",
+         "upstream": "demo-primary"},
+        {"name": "demo-scratch", "role": Target.Role.SCRATCH, "port": env["FLEET_SCRATCH_PORT"], "dbname": "postgres"},
+    ]
+    return [{**common, **spec, "port": int(spec["port"])} for spec in specs]
+
+
+class Command(BaseCommand):
+    help = "Create the role groups, the demo users and register the local demo fleet."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--no-fleet", action="store_true", help="only groups and users")
+
+    def handle(self, *args, **opts):
+        roles.ensure_groups()
+        password = os.environ.get("DEMO_PASSWORD") or settings.DEMO_PASSWORD_DEFAULT
+        User = get_user_model()
+        for name in DEMO_USERS:
+            user, created = User.objects.get_or_create(username=name)
+            if created:
+                user.set_password(password)
+                user.is_staff = user.is_superuser = name == roles.ADMIN
+                user.save()
+            user.groups.set([Group.objects.get(name=name)])
+        if not opts["no_fleet"]:
+            self._register_fleet()
+
+    def _register_fleet(self):
+        for spec in demo_targets(os.environ):
+            upstream = Target.objects.get(name=spec.pop("upstream")) if "upstream" in spec else None
+            target, _ = Target.objects.update_or_create(name=spec["name"], defaults={**spec, "upstream": upstream})
+            probe = services.probe_target(target)
+            state = f"up, PostgreSQL {probe.server_version}" if probe.ok else f"DOWN: {probe.error}"
+            self.stdout.write(f"  {target.name:14} {target.dsn_display():40} {state}")

@@ -1,0 +1,272 @@
+import hashlib
+import os
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from console import secrets
+from console.validators import (
+    validate_env_name,
+    validate_host,
+    validate_pg_name,
+    validate_tags,
+    validate_target_name,
+)
+
+
+class Target(models.Model):
+    """A database server of the fleet, as the console connects to it."""
+
+    class Role(models.TextChoices):
+        PRIMARY = "primary", "Primary"
+        REPLICA = "replica", "Replica"
+        PGBOUNCER = "pgbouncer", "PgBouncer"
+        SCRATCH = "scratch", "Scratch (restore drills)"
+
+    class Status(models.TextChoices):
+        UNKNOWN = "unknown", "Unknown"
+        UP = "up", "Up"
+        DOWN = "down", "Down"
+
+    name = models.CharField(max_length=63, unique=True, validators=[validate_target_name])
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.PRIMARY)
+    upstream = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="downstream",
+        help_text="The primary a replica follows or a PgBouncer fronts.",
+    )
+    host = models.CharField(max_length=253, validators=[validate_host])
+    port = models.PositiveIntegerField(default=5432)
+    dbname = models.CharField("database", max_length=63, validators=[validate_pg_name])
+    username = models.CharField("user", max_length=63, validators=[validate_pg_name])
+    password_env = models.CharField(
+        "password environment variable",
+        max_length=128,
+        blank=True,
+        validators=[validate_env_name],
+        help_text="Read the password from this environment variable of the console's processes.",
+    )
+    password_encrypted = models.TextField(blank=True, editable=False)
+
+    pool_size = models.PositiveSmallIntegerField(default=5)
+    max_overflow = models.PositiveSmallIntegerField(default=2)
+    pool_timeout_s = models.FloatField(default=5.0)
+    pool_recycle_s = models.PositiveIntegerField(default=300)
+    connect_timeout_s = models.PositiveSmallIntegerField(default=3)
+    tags = models.JSONField(default=list, blank=True, validators=[validate_tags])
+
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.UNKNOWN)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    last_latency_ms = models.FloatField(null=True, blank=True)
+    server_version = models.CharField(max_length=64, blank=True)
+    in_recovery = models.BooleanField(null=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def get_absolute_url(self):
+        return f"/fleet/targets/{self.pk}/"
+
+    # Secrets ----------------------------------------------------------------------------------
+
+    def set_password(self, raw: str) -> None:
+        self.password_encrypted = secrets.encrypt(raw) if raw else ""
+
+    def has_password(self) -> bool:
+        return bool(self.password_env or self.password_encrypted)
+
+    def password(self) -> str | None:
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise secrets.SecretUnavailable(
+                    f"The environment variable {self.password_env} is not set in this process; "
+                    "set it for the web and worker processes, or store the password instead."
+                )
+            return value
+        if self.password_encrypted:
+            return secrets.decrypt(self.password_encrypted)
+        return None
+
+    def connection_fingerprint(self) -> str:
+        """Changes whenever anything that shapes this target's engine changes."""
+        parts = [
+            self.role, self.host, self.port, self.dbname, self.username, self.password_env,
+            self.password_encrypted, self.pool_size, self.max_overflow, self.pool_timeout_s,
+            self.pool_recycle_s, self.connect_timeout_s,
+        ]
+        return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+    @property
+    def behind_pgbouncer(self) -> bool:
+        return self.role == self.Role.PGBOUNCER
+
+    def dsn_display(self) -> str:
+        return f"{self.username}@{self.host}:{self.port}/{self.dbname}"
+
+    # Health -----------------------------------------------------------------------------------
+
+    def record_probe(self, probe) -> None:
+        now = timezone.now()
+        self.last_checked_at = now
+        if probe.ok:
+            self.status = self.Status.UP
+            self.last_seen_at = now
+            self.last_error = ""
+            self.last_latency_ms = probe.latency_ms
+            self.server_version = probe.server_version
+            self.in_recovery = probe.in_recovery
+        else:
+            self.status = self.Status.DOWN
+            self.last_error = probe.error
+        Target.objects.filter(pk=self.pk).update(
+            status=self.status,
+            last_checked_at=self.last_checked_at,
+            last_seen_at=self.last_seen_at,
+            last_error=self.last_error,
+            last_latency_ms=self.last_latency_ms,
+            server_version=self.server_version,
+            in_recovery=self.in_recovery,
+        )
+
+
+class Job(models.Model):
+    """A long piece of work, executed by a worker and watched live."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    FINISHED_STATES = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
+
+    kind = models.CharField(max_length=64, db_index=True)
+    target = models.ForeignKey(Target, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
+    tenant = models.ForeignKey(
+        "tenants.Tenant", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    params = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
+    progress_done = models.BigIntegerField(default=0)
+    progress_total = models.BigIntegerField(null=True, blank=True)
+    progress_unit = models.CharField(max_length=32, default="steps")
+    rate_per_s = models.FloatField(null=True, blank=True)
+    checkpoint = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+
+    claimed_by = models.CharField(max_length=128, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempt_started_at = models.DateTimeField(null=True, blank=True)
+    attempt_start_done = models.BigIntegerField(default=0)
+
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["state", "heartbeat_at"])]
+
+    def __str__(self):
+        return f"{self.kind} #{self.pk}"
+
+    def get_absolute_url(self):
+        return f"/jobs/{self.pk}/"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in self.FINISHED_STATES
+
+    def is_stale(self, now=None) -> bool:
+        """Running, but its worker has not been heard of for too long: it died."""
+        if self.state != self.State.RUNNING or self.heartbeat_at is None:
+            return False
+        now = now or timezone.now()
+        return now - self.heartbeat_at > timedelta(seconds=settings.JOB_STALE_AFTER_S)
+
+    @property
+    def percent(self) -> float | None:
+        if not self.progress_total:
+            return 100.0 if self.state == self.State.SUCCEEDED else None
+        return min(100.0, 100.0 * self.progress_done / self.progress_total)
+
+    def eta_seconds(self) -> float | None:
+        if self.is_finished or not self.progress_total or not self.rate_per_s:
+            return None
+        return max(0.0, (self.progress_total - self.progress_done) / self.rate_per_s)
+
+    def duration_seconds(self) -> float | None:
+        if not self.started_at:
+            return None
+        return ((self.finished_at or timezone.now()) - self.started_at).total_seconds()
+
+    def log_tail(self, lines: int = 200):
+        return list(reversed(self.log_lines.order_by("-id")[:lines]))
+
+
+class JobLogLine(models.Model):
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="log_lines")
+    at = models.DateTimeField(default=timezone.now)
+    level = models.CharField(max_length=8, default="info")
+    message = models.TextField()
+
+    class Meta:
+        ordering = ["id"]
+
+
+class SelftestStep(models.Model):
+    """What a self-test job did, one row per step, committed with its checkpoint.
+    Duplicates here would mean a step ran twice."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="selftest_steps")
+    step = models.PositiveIntegerField()
+    worker = models.CharField(max_length=128)
+    recorded_at = models.DateTimeField(default=timezone.now)
+
+
+class AuditEvent(models.Model):
+    class Outcome(models.TextChoices):
+        OK = "ok", "OK"
+        DENIED = "denied", "Denied"
+        FAILED = "failed", "Failed"
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_username = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=64, db_index=True)
+    object_type = models.CharField(max_length=32, blank=True)
+    object_id = models.CharField(max_length=64, blank=True)
+    object_repr = models.CharField(max_length=200, blank=True)
+    outcome = models.CharField(max_length=8, choices=Outcome.choices, default=Outcome.OK)
+    detail = models.JSONField(default=dict, blank=True)
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.actor_username} {self.action} {self.object_repr} {self.outcome}"

@@ -1,0 +1,41 @@
+"""Target passwords: either the name of an environment variable, or a value encrypted at rest.
+
+A password is never rendered, logged, exported or put into job output; `redact` scrubs one
+from any text that could carry it (driver error messages, for instance).
+"""
+
+import base64
+import hashlib
+
+from cryptography.fernet import Fernet, InvalidToken
+from django.conf import settings
+
+
+class SecretUnavailable(Exception):
+    pass
+
+
+def _fernet() -> Fernet:
+    digest = hashlib.sha256(settings.FIELD_ENCRYPTION_KEY.encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(digest))
+
+
+def encrypt(plaintext: str) -> str:
+    return _fernet().encrypt(plaintext.encode()).decode()
+
+
+def decrypt(token: str) -> str:
+    try:
+        return _fernet().decrypt(token.encode()).decode()
+    except InvalidToken as exc:
+        raise SecretUnavailable(
+            "The stored password cannot be decrypted: CONSOLE_FIELD_ENCRYPTION_KEY changed. "
+            "Enter the password again on the target's edit page."
+        ) from exc
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "********")
+    return text

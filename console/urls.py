@@ -1,0 +1,29 @@
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+from console.views import audit, fleet, health, jobs
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/fleet/", permanent=False)),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", health.metrics_view, name="metrics"),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("admin/", admin.site.urls),
+    path("fleet/", fleet.fleet, name="fleet"),
+    path("fleet/targets/new/", fleet.target_create, name="target-create"),
+    path("fleet/targets/<int:target_id>/", fleet.target_detail, name="target-detail"),
+    path("fleet/targets/<int:target_id>/edit/", fleet.target_edit, name="target-edit"),
+    path("fleet/targets/<int:target_id>/delete/", fleet.target_delete, name="target-delete"),
+    path("fleet/targets/<int:target_id>/test/", fleet.target_test, name="target-test"),
+    path("jobs/", jobs.job_list, name="jobs"),
+    path("jobs/selftest/", jobs.selftest_start, name="job-selftest"),
+    path("jobs/<int:job_id>/", jobs.job_detail, name="job-detail"),
+    path("jobs/<int:job_id>/cancel/", jobs.job_cancel, name="job-cancel"),
+    path("jobs/<int:job_id>/retry/", jobs.job_retry, name="job-retry"),
+    path("audit/", audit.audit_list, name="audit"),
+    path("tenants/", include("tenants.urls")),
+    path("migrations/", include("migrations_ui.urls")),
+    path("drills/", include("monitors.urls")),
+]

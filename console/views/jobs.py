@@ -1,0 +1,73 @@
+"""Jobs: the list, one job live, cancel, retry, and the self-test."""
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
+
+from console import audit, jobs, selftest
+from console.forms import JobFilterForm
+from console.models import Job
+from console.roles import OPERATOR, action
+
+
+def job_list(request):
+    form = JobFilterForm(request.GET or None)
+    queryset = Job.objects.select_related("target", "requested_by")
+    if form.is_valid():
+        if form.cleaned_data["kind"]:
+            queryset = queryset.filter(kind__icontains=form.cleaned_data["kind"])
+        if form.cleaned_data["state"]:
+            queryset = queryset.filter(state=form.cleaned_data["state"])
+    page = Paginator(queryset, 50).get_page(request.GET.get("page"))
+    live = any(not job.is_finished for job in page)
+    context = {"form": form, "page": page, "live": live}
+    template = "console/jobs.html#job-table" if request.htmx else "console/jobs.html"
+    return render(request, template, context)
+
+
+def job_detail(request, job_id):
+    job = get_object_or_404(Job.objects.select_related("target", "tenant", "requested_by"), pk=job_id)
+    context = {"job": job, "log_lines": job.log_tail()}
+    if request.htmx and request.GET.get("fragment") == "progress":
+        response = render(request, "console/job_detail.html#job-progress", context)
+        if job.is_finished:
+            response.status_code = HttpResponseStopPolling.status_code
+        return response
+    return render(request, "console/job_detail.html", context)
+
+
+@require_POST
+@action("job.cancel", OPERATOR)
+def job_cancel(request, job_id):
+    job = get_object_or_404(Job, pk=job_id)
+    outcome = jobs.request_cancel(job)
+    audit.record(request, "job.cancel", job, detail={"result": outcome})
+    messages.info(request, {"cancelled": "Job cancelled.", "cancelling": "Cancelling: the job stops at its next checkpoint.",
+                            "finished": "The job had already finished."}[outcome])
+    return HttpResponseClientRedirect(job.get_absolute_url()) if request.htmx else redirect(job)
+
+
+@require_POST
+@action("job.retry", OPERATOR)
+def job_retry(request, job_id):
+    job = get_object_or_404(Job, pk=job_id)
+    if jobs.retry(job):
+        audit.record(request, "job.retry", job)
+        messages.success(request, "Job re-queued: it resumes from its last checkpoint.")
+    else:
+        messages.error(request, "Only failed or cancelled jobs can be retried.")
+    return redirect(job)
+
+
+@require_POST
+@action("job.selftest", OPERATOR)
+def selftest_start(request):
+    try:
+        steps = max(1, min(1000, int(request.POST.get("steps", 10))))
+    except ValueError:
+        steps = 10
+    job = jobs.create(selftest.KIND, user=request.user, total=steps, params={"steps": steps, "step_seconds": 0.5})
+    audit.record(request, "job.selftest", job, detail={"steps": steps})
+    return redirect(job)

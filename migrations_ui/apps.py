@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class MigrationsUiConfig(AppConfig):
+    name = "migrations_ui"
