@@ -307,7 +307,7 @@ pool_mode = transaction
 default_pool_size = 5
 max_client_conn = 200
 server_reset_query =
-ignore_startup_parameters = extra_float_digits,options,statement_timeout,application_name
+ignore_startup_parameters = extra_float_digits
 logfile = {fleet.path('log', 'pgbouncer.log')}
 pidfile = {pidfile}
 """
