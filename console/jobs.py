@@ -195,7 +195,9 @@ def execute(job_id: int) -> str | None:
     ctx = JobContext(job, me)
     with ctx:
         if job.attempts > 1:
-            ctx.log(f"attempt {job.attempts}: resuming from checkpoint at {job.progress_done} {job.progress_unit}")
+            ctx.log(f"attempt {job.attempts} on {me}: resuming from checkpoint at {job.progress_done} {job.progress_unit}")
+        else:
+            ctx.log(f"started on {me}")
         try:
             if run is None:
                 raise RuntimeError(f"no runner for job kind {job.kind!r}; is this worker up to date?")

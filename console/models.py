@@ -108,7 +108,7 @@ class Target(models.Model):
             self.password_encrypted, self.pool_size, self.max_overflow, self.pool_timeout_s,
             self.pool_recycle_s, self.connect_timeout_s,
         ]
-        return hashlib.sha256(repr(parts).encode()).hexdigest()
+        return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
 
     @property
     def behind_pgbouncer(self) -> bool:

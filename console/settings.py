@@ -2,6 +2,7 @@
 for the local fleet that `make up` starts."""
 
 import os
+import warnings
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -73,6 +74,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "console.context_processors.console",
             ],
+            "builtins": ["template_partials.templatetags.partials", "console.templatetags.console_tags"],
         },
     }
 ]
@@ -108,6 +110,8 @@ STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env("CONSOLE_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 WHITENOISE_USE_FINDERS = True
+# Without collectstatic (make up, tests) files come from the finders; no need to warn about it.
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
 
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:54325/0")
 

@@ -145,12 +145,10 @@ host    replication     all             127.0.0.1/32            scram-sha-256
 def _pg_running(datadir: Path) -> bool:
     if not (datadir / "postmaster.pid").exists():
         return False
-    result = subprocess.run(
-        [str(PG_BIN / "pg_ctl"), "status", "-D", str(datadir)],
-        capture_output=True,
-        text=True,
-    )
-    return result.returncode == 0
+    args = [str(PG_BIN / "pg_ctl"), "status", "-D", str(datadir)]
+    if os.geteuid() == 0:  # pg_ctl refuses to run as root
+        args = ["runuser", "-u", SERVICE_USER, "--", *args]
+    return subprocess.run(args, capture_output=True, text=True).returncode == 0
 
 
 def _pg_start(fleet: Fleet, name: str) -> None:

@@ -1,0 +1,183 @@
+"""The suite's own real fleet: console PostgreSQL, demo primary + streaming replica + PgBouncer,
+scratch server, Redis, and (for the tests that need it) a real Celery worker, all on free
+loopback ports in a temporary directory, so the suite also runs beside `make up`."""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from scripts import localfleet  # noqa: E402
+
+ARTIFACTS = ROOT / "test-artifacts"
+JOB_STALE_AFTER_S = 3
+JOB_HEARTBEAT_INTERVAL_S = 0.5
+# Playwright's sync API keeps an event loop in the test thread; the ORM calls are still sync.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture(scope="session")
+def fleet():
+    root = tempfile.mkdtemp(prefix="fleet-test-")
+    fleet = localfleet.load_or_create(root, None, fast=True)
+    try:
+        localfleet.up(fleet)
+        yield fleet
+    finally:
+        localfleet.destroy(fleet)
+
+
+def console_env(fleet) -> dict[str, str]:
+    return {
+        **fleet.env(),
+        "JOB_STALE_AFTER_S": str(JOB_STALE_AFTER_S),
+        "JOB_HEARTBEAT_INTERVAL_S": str(JOB_HEARTBEAT_INTERVAL_S),
+    }
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(fleet, django_db_blocker):
+    """Point the console at the suite's own console cluster and migrate it."""
+    from django.conf import settings
+    from django.core.management import call_command
+
+    from console.celery import app
+
+    env = console_env(fleet)
+    os.environ.update(env)
+    settings.DATABASES["default"].update(
+        HOST=env["CONSOLE_DB_HOST"],
+        PORT=env["CONSOLE_DB_PORT"],
+        NAME=env["CONSOLE_DB_NAME"],
+        USER=env["CONSOLE_DB_USER"],
+        PASSWORD=env["CONSOLE_DB_PASSWORD"],
+        CONN_MAX_AGE=0,
+    )
+    settings.REDIS_URL = settings.CELERY_BROKER_URL = env["REDIS_URL"]
+    app.conf.broker_url = env["REDIS_URL"]
+    settings.JOB_STALE_AFTER_S = JOB_STALE_AFTER_S
+    settings.JOB_HEARTBEAT_INTERVAL_S = JOB_HEARTBEAT_INTERVAL_S
+    with django_db_blocker.unblock():
+        call_command("migrate", verbosity=0)
+
+
+class Worker:
+    """A real Celery worker process (prefork), which a test may SIGKILL and start again."""
+
+    def __init__(self, fleet, logdir: Path):
+        self.env = {**os.environ, **console_env(fleet)}
+        self.logdir = logdir
+        self.proc = None
+        self.generation = 0
+
+    def start(self, timeout_s: float = 60) -> None:
+        self.generation += 1
+        self.logfile = self.logdir / f"worker-{self.generation}.log"
+        with open(self.logfile, "w") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable, "-m", "celery", "-A", "console", "worker", "-P", "prefork", "-c", "2",
+                    "--without-gossip", "--without-mingle", "--without-heartbeat",
+                    "-n", f"test{self.generation}@%h", "-l", "INFO",
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if "ready." in self.logfile.read_text():
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise RuntimeError(f"worker did not start:\n{self.logfile.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool processes: no chance to ack, clean up or say goodbye."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def log_text(self) -> str:
+        return self.logfile.read_text()
+
+
+@pytest.fixture(scope="session")
+def worker(fleet, django_db_setup, tmp_path_factory):
+    worker = Worker(fleet, tmp_path_factory.mktemp("worker"))
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def live_worker(worker):
+    """The session's worker, started again if a test killed it."""
+    if worker.proc.poll() is not None:
+        worker.start()
+    return worker
+
+
+@pytest.fixture
+def users(db):
+    from django.contrib.auth.models import Group, User
+
+    from console import roles
+
+    roles.ensure_groups()
+    made = {}
+    for role in roles.ROLES:
+        user = User.objects.create_user(role, password=f"{role}-pw-123")
+        user.groups.add(Group.objects.get(name=role))
+        made[role] = user
+    made["nobody"] = User.objects.create_user("nobody", password="nobody-pw-123")
+    return made
+
+
+@pytest.fixture
+def demo_targets(db, fleet):
+    """The demo fleet registered the way `make up` does, keyed by name."""
+    from console.management.commands.bootstrap_demo import demo_targets as specs
+    from console.models import Target
+
+    made = {}
+    for spec in specs(fleet.env()):
+        upstream = made.get(spec.pop("upstream", None))
+        made[spec["name"]] = Target.objects.create(**spec, upstream=upstream)
+    return made
+
+
+@pytest.fixture
+def client_as(client, users):
+    def login(role):
+        client.force_login(users[role])
+        return client
+
+    return login
+
+
+@pytest.fixture(scope="session")
+def artifacts():
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
