@@ -111,7 +111,7 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env("CONSOLE_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 WHITENOISE_USE_FINDERS = True
 # Without collectstatic (make up, tests) files come from the finders; no need to warn about it.
-warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+warnings.filterwarnings("ignore", message="No directory at")
 
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:54325/0")
 

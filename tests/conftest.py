@@ -66,6 +66,8 @@ def django_db_setup(fleet, django_db_blocker):
     app.conf.broker_url = env["REDIS_URL"]
     settings.JOB_STALE_AFTER_S = JOB_STALE_AFTER_S
     settings.JOB_HEARTBEAT_INTERVAL_S = JOB_HEARTBEAT_INTERVAL_S
+    # Test users need no slow password hashing.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     with django_db_blocker.unblock():
         call_command("migrate", verbosity=0)
 

@@ -14,14 +14,22 @@ DEMO_USERS = (roles.ADMIN, roles.OPERATOR, roles.APPROVER, roles.VIEWER)
 
 
 def demo_targets(env) -> list[dict]:
-    common = {"host": "127.0.0.1", "username": "postgres", "password_env": "FLEET_PG_PASSWORD", "tags": ["demo"]}
+    """The demo fleet's targets. Ports come from FLEET_<NAME>_PORT; hosts from FLEET_<NAME>_HOST,
+    127.0.0.1 when unset or empty (`make up`), a service name under docker compose."""
+
+    def host(name: str) -> str:
+        return env.get(f"FLEET_{name}_HOST") or "127.0.0.1"
+
+    common = {"username": "postgres", "password_env": "FLEET_PG_PASSWORD", "tags": ["demo"]}
     specs = [
-        {"name": "demo-primary", "role": Target.Role.PRIMARY, "port": env["FLEET_PRIMARY_PORT"], "dbname": "demo"},
-        {"name": "demo-replica", "role": Target.Role.REPLICA, "port": env["FLEET_REPLICA_PORT"], "dbname": "demo",
-         "upstream": "demo-primary"},
-        {"name": "demo-bouncer", "role": Target.Role.PGBOUNCER, "port": env["FLEET_BOUNCER_PORT"], "dbname": "demo",
-         "upstream": "demo-primary"},
-        {"name": "demo-scratch", "role": Target.Role.SCRATCH, "port": env["FLEET_SCRATCH_PORT"], "dbname": "postgres"},
+        {"name": "demo-primary", "role": Target.Role.PRIMARY, "host": host("PRIMARY"),
+         "port": env["FLEET_PRIMARY_PORT"], "dbname": "demo"},
+        {"name": "demo-replica", "role": Target.Role.REPLICA, "host": host("REPLICA"),
+         "port": env["FLEET_REPLICA_PORT"], "dbname": "demo", "upstream": "demo-primary"},
+        {"name": "demo-bouncer", "role": Target.Role.PGBOUNCER, "host": host("BOUNCER"),
+         "port": env["FLEET_BOUNCER_PORT"], "dbname": "demo", "upstream": "demo-primary"},
+        {"name": "demo-scratch", "role": Target.Role.SCRATCH, "host": host("SCRATCH"),
+         "port": env["FLEET_SCRATCH_PORT"], "dbname": "postgres"},
     ]
     return [{**common, **spec, "port": int(spec["port"])} for spec in specs]
 
