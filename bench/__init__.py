@@ -20,7 +20,6 @@ import os
 import pkgutil
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -162,57 +161,59 @@ def _close_connections() -> None:
             log(f"warning: closing Django connections failed: {exc}")
 
 
+def _alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie (pid 1 may be slow to reap it)."""
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
 def _postmaster_pid(datadir: Path) -> int | None:
     try:
         pid = int((datadir / "postmaster.pid").read_text().split()[0])
-        os.kill(pid, 0)
     except (OSError, ValueError, IndexError):
         return None
-    return pid
+    return pid if _alive(pid) else None
 
 
 def _wait_gone(pid: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return True
-        time.sleep(0.1)
-    return False
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
-def _stop_postgres(fleet: localfleet.Fleet) -> None:
-    """Stop the fleet's PostgreSQL servers before localfleet.destroy() removes their directories.
-
-    localfleet.down() decides whether a server runs with `pg_ctl status` executed as the calling
-    user, which pg_ctl refuses to do as root: run as root, it would leave every server running.
-    This goes by postmaster.pid instead, and stops with pg_ctl as the service user (falling back
-    to signals), so no server outlives the run.
-    """
-    for name in ("replica", "primary", "scratch", "console"):
-        datadir = fleet.path("pg", name)
-        pid = _postmaster_pid(datadir)
+def _teardown(fleet: localfleet.Fleet) -> None:
+    """localfleet.down(), then make sure no PostgreSQL server of the fleet survived it (signals as
+    a last resort: the directories are about to go), then localfleet.destroy()."""
+    postmasters = {name: _postmaster_pid(fleet.path("pg", name)) for name in ("replica", "primary", "scratch", "console")}
+    try:
+        localfleet.down(fleet)
+    except Exception as exc:  # noqa: BLE001
+        log(f"warning: stopping the fleet failed: {exc}")
+    for name, pid in postmasters.items():
         if pid is None:
             continue
-        try:
-            localfleet.as_service_user(
-                [str(localfleet.PG_BIN / "pg_ctl"), "stop", "-w", "-t", "30", "-m", "fast", "-D", str(datadir)],
-                stdout=subprocess.DEVNULL,
-            )
-        except (OSError, subprocess.CalledProcessError) as exc:
-            log(f"warning: pg_ctl stop of {name} failed ({exc}); signalling postmaster {pid}")
-        for signum, wait_s in ((None, 10.0), (signal.SIGINT, 10.0), (signal.SIGQUIT, 10.0)):
+        for signum in (None, signal.SIGINT, signal.SIGQUIT, signal.SIGKILL):
             if signum is not None:
+                log(f"warning: {name}: postmaster {pid} still running; sending {signal.Signals(signum).name}")
                 try:
                     os.kill(pid, signum)
                 except OSError:
                     pass
-            if _wait_gone(pid, wait_s):
-                log(f"{name}: stopped")
+            if _wait_gone(pid, 5.0):
                 break
         else:
             log(f"warning: {name}: postmaster {pid} is still running")
+    localfleet.destroy(fleet)
 
 
 def run(names: list[str], results_path: Path = RESULTS_PATH) -> int:
@@ -247,12 +248,12 @@ def run(names: list[str], results_path: Path = RESULTS_PATH) -> int:
             figures.update(measured)
             log(f"{name}: done in {time.perf_counter() - started:.1f}s")
     finally:
+        # A second SIGTERM must not cut the teardown short (Ctrl-C still can).
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         _close_connections()
         if fleet is not None:
-            try:
-                _stop_postgres(fleet)
-            finally:
-                localfleet.destroy(fleet)
+            _teardown(fleet)
         else:
             shutil.rmtree(root, ignore_errors=True)
 

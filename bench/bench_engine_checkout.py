@@ -22,8 +22,8 @@ from console import engines
 from console.models import Target
 
 WARMUP = 300  # queries per path before measuring
-ROUNDS = 30
-PER_ROUND = 100  # ROUNDS * PER_ROUND = 3000 queries per path
+ROUNDS = 100
+PER_ROUND = 30  # ROUNDS * PER_ROUND = 3000 queries per path; short rounds interleave finely
 LOOKUP_ROUNDS = 30
 LOOKUPS_PER_ROUND = 2000
 TARGET_PK = 1  # per-process registry; nothing else registers a target in the bench process

@@ -337,17 +337,25 @@ def start_redis(fleet: Fleet) -> None:
     log(f"redis: started on 127.0.0.1:{fleet.port('redis')}")
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for a parent (pid 1 of a container may never reap it)."""
+    try:
+        os.kill(pid, 0)
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def _stop_pidfile(pidfile: Path, name: str) -> None:
     pid = _pid_alive(pidfile)
     if not pid:
         return
     os.kill(pid, signal.SIGTERM)
     for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except OSError:
+        if not _running(pid):
             break
-        time.sleep(0.1)
+        time.sleep(0.05)
     log(f"{name}: stopped")
 
 

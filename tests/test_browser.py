@@ -1,0 +1,59 @@
+"""A real browser (Debian's Chromium, driven by Playwright) against a live console."""
+
+import re
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture
+def page(live_server):
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1300, "height": 850}, base_url=live_server.url)
+        page.set_default_timeout(15_000)
+        yield page
+        browser.close()
+
+
+def _log_in(page, role):
+    page.goto("/fleet/")
+    expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/fleet/"))
+    page.fill("#id_username", role)
+    page.fill("#id_password", f"{role}-pw-123")
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Fleet")
+
+
+def test_it_logs_in_opens_a_target_and_tests_its_connection(page, users, demo_targets, artifacts):
+    _log_in(page, "operator")
+    rows = page.locator("#targets tbody tr")
+    expect(rows).to_have_count(4)
+    for name in demo_targets:
+        expect(page.locator(f"tr[data-target='{name}']")).to_be_visible()
+    expect(page.locator(".whoami .role")).to_have_text("operator")
+
+    page.click("text=demo-replica")
+    expect(page.locator("h1")).to_contain_text("demo-replica")
+    page.click("button:has-text('Test connection')")  # an HTMX POST carrying the CSRF header
+    result = page.locator("#probe-result p")
+    expect(result).to_contain_text("Connected: PostgreSQL 15")
+    expect(result).to_contain_text("in recovery")
+    page.screenshot(path=str(artifacts / "target-test-connection.png"), full_page=True)
+
+
+def test_it_shows_a_job_progressing_live_until_it_ends(page, users, live_worker, artifacts):
+    _log_in(page, "operator")
+    page.click("nav >> text=Jobs")
+    page.click("text=Run worker self-test")  # 20 steps of 0.5 s on the real worker
+    state = page.locator("#job-state")
+    expect(state).to_have_text("Running", timeout=20_000)
+    expect(page.locator("#job-done")).not_to_have_text("0 of 20 steps (0%)", timeout=20_000)
+    page.screenshot(path=str(artifacts / "job-running.png"), full_page=True)
+    expect(state).to_have_text("Succeeded", timeout=40_000)
+    expect(page.locator("#job-done")).to_contain_text("20 of 20 steps (100%)")
+    page.screenshot(path=str(artifacts / "job-succeeded.png"), full_page=True)
