@@ -1,0 +1,16 @@
+#!/bin/sh
+# demo-bouncer: write PgBouncer's password file from the environment, then run PgBouncer in the
+# foreground with docker/pgbouncer.ini. The image runs this as its unprivileged user (PgBouncer
+# refuses to run as root). POSIX sh: the image is Alpine.
+set -eu
+
+: "${FLEET_PG_PASSWORD:?set FLEET_PG_PASSWORD: the password of postgres on demo-primary}"
+CONFIG=${PGBOUNCER_CONFIG:-/etc/pgbouncer/pgbouncer.ini}
+
+umask 077
+mkdir -p /tmp/pgbouncer
+# auth_file format: "user" "password", a double quote inside a value is doubled.
+escaped=$(printf '%s' "$FLEET_PG_PASSWORD" | sed 's/"/""/g')
+printf '"postgres" "%s"\n' "$escaped" > /tmp/pgbouncer/userlist.txt
+
+exec pgbouncer "$CONFIG"

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# demo-primary, first start only (/docker-entrypoint-initdb.d), like scripts/localfleet.py:
+#  - pg_hba.conf: streaming replication from other containers, password required (the image's
+#    own line, `host all all all scram-sha-256`, does not cover the replication pseudo-database);
+#  - pg_stat_statements in `postgres` and in `demo` (the library is preloaded by the command line);
+#  - the demo database with pgbench data.
+# The postgres image may source this file instead of running it: no `exit`, no `set -u`.
+set -e
+
+cat >> "$PGDATA/pg_hba.conf" <<'HBA'
+
+# fleet console demo: demo-replica streams from here (pg_basebackup -R), password required
+host    replication     all             all                     scram-sha-256
+HBA
+
+psql -v ON_ERROR_STOP=1 -X --username "${POSTGRES_USER:-postgres}" --dbname postgres <<'SQL'
+CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+CREATE DATABASE demo;
+\connect demo
+CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+SQL
+
+pgbench -i -q -s "${DEMO_PGBENCH_SCALE:-1}" --foreign-keys --username "${POSTGRES_USER:-postgres}" demo
+echo "demo-primary: database demo loaded (pgbench scale ${DEMO_PGBENCH_SCALE:-1}), replication allowed"
