@@ -15,7 +15,7 @@ command -v runuser >/dev/null || need+=(util-linux)
 python3 -c "import ensurepip, venv" 2>/dev/null || need+=(python3-venv)
 if $want_test; then
   [ -x /usr/bin/chromium ] || need+=(chromium)
-  fc-list 2>/dev/null | grep -qi dejavu || need+=(fonts-dejavu-core)
+  dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need+=(fonts-dejavu-core)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then

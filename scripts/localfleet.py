@@ -10,6 +10,7 @@ Every step is idempotent: running `up` twice starts only what is not running yet
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import pwd
@@ -35,12 +36,15 @@ class Fleet:
     superuser_password: str
     console_password: str
     fast: bool = False
+    # Where the servers keep their files: the fleet root, unless the unprivileged service user
+    # cannot reach it (a checkout under /root, say); then a folder of its own under /var/tmp.
+    data_root: str = ""
 
     def port(self, name: str) -> int:
         return self.base_port + PORT_NAMES.index(name)
 
     def path(self, *parts: str) -> Path:
-        return Path(self.root, *parts)
+        return Path(self.data_root or self.root, *parts)
 
     def env(self) -> dict[str, str]:
         """What the console's processes need to find this fleet."""
@@ -269,13 +273,22 @@ def _pg_stop(fleet: Fleet, name: str) -> None:
 # PgBouncer and Redis ----------------------------------------------------------------------------
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for a parent (pid 1 of a container may never reap it)."""
+    try:
+        os.kill(pid, 0)
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def _pid_alive(pidfile: Path) -> int | None:
     try:
         pid = int(pidfile.read_text().split()[0])
-        os.kill(pid, 0)
     except (OSError, ValueError, IndexError):
         return None
-    return pid
+    return pid if _running(pid) else None
 
 
 def start_bouncer(fleet: Fleet) -> None:
@@ -337,16 +350,6 @@ def start_redis(fleet: Fleet) -> None:
     log(f"redis: started on 127.0.0.1:{fleet.port('redis')}")
 
 
-def _running(pid: int) -> bool:
-    """Alive and not a zombie waiting for a parent (pid 1 of a container may never reap it)."""
-    try:
-        os.kill(pid, 0)
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
 def _stop_pidfile(pidfile: Path, name: str) -> None:
     pid = _pid_alive(pidfile)
     if not pid:
@@ -362,19 +365,33 @@ def _stop_pidfile(pidfile: Path, name: str) -> None:
 # The whole fleet --------------------------------------------------------------------------------
 
 
+def _reachable_data_root(root: Path) -> str:
+    if os.geteuid() != 0:
+        return ""
+    reachable = subprocess.run(["runuser", "-u", SERVICE_USER, "--", "test", "-x", str(root)]).returncode == 0
+    if reachable:
+        return ""
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    fallback = Path("/var/tmp", f"fleet-console-{digest}")
+    fallback.mkdir(mode=0o755, parents=True, exist_ok=True)
+    log(f"{SERVICE_USER} cannot reach {root}: servers keep their files in {fallback}")
+    return str(fallback)
+
+
 def load_or_create(root: str, base_port: int | None, fast: bool = False) -> Fleet:
     state = Path(root, "fleet.json")
     if state.exists():
         return Fleet(**json.loads(state.read_text()))
+    Path(root).mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o755)
     fleet = Fleet(
+        data_root=_reachable_data_root(Path(root).resolve()),
         root=str(Path(root).resolve()),
         base_port=base_port or free_base_port(),
         superuser_password=secrets.token_urlsafe(18),
         console_password=secrets.token_urlsafe(18),
         fast=fast,
     )
-    Path(root).mkdir(parents=True, exist_ok=True)
-    os.chmod(root, 0o755)
     state.write_text(json.dumps(asdict(fleet), indent=2))
     os.chmod(state, 0o600)
     return fleet
@@ -407,6 +424,8 @@ def down(fleet: Fleet) -> None:
 
 def destroy(fleet: Fleet) -> None:
     down(fleet)
+    if fleet.data_root:
+        shutil.rmtree(fleet.data_root, ignore_errors=True)
     shutil.rmtree(fleet.root, ignore_errors=True)
 
 
