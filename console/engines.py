@@ -9,6 +9,7 @@ worker processes dispose of inherited engines after fork.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -40,6 +41,83 @@ _lock = threading.Lock()
 _engines: dict[int, tuple[str, Engine]] = {}
 
 
+@dataclass
+class PoolCounters:
+    """What this process's engine for one target went through since it started."""
+
+    target_name: str
+    checkouts: int = 0
+    checkout_timeouts: int = 0
+    checkout_wait_s_total: float = 0.0
+    checkout_wait_s_max: float = 0.0
+    hold_s_total: float = 0.0
+
+
+_counters: dict[int, PoolCounters] = {}
+_counters_lock = threading.Lock()
+
+# Set by the monitors app: called with (target_id, duration_ms, statement) for slow statements,
+# and started once per process to publish pool figures.
+slow_statement_sink = None
+pool_publisher = None
+_publisher_pid = None
+
+
+def _count(target, **changes) -> None:
+    with _counters_lock:
+        counters = _counters.setdefault(target.pk, PoolCounters(target.name))
+        for name, value in changes.items():
+            if name == "checkout_wait_s_max":
+                counters.checkout_wait_s_max = max(counters.checkout_wait_s_max, value)
+            else:
+                setattr(counters, name, getattr(counters, name) + value)
+
+
+def pool_figures() -> dict[int, dict]:
+    """Pool state and counters of every engine of this process, by target id."""
+    figures = {}
+    for target_id, engine in engines_snapshot().items():
+        pool = engine.pool
+        counters = _counters.get(target_id) or PoolCounters("")
+        figures[target_id] = {
+            "size": pool.size(),
+            "max_overflow": pool._max_overflow,
+            "checked_in": pool.checkedin(),
+            "checked_out": pool.checkedout(),
+            "overflow": max(0, pool.overflow()),
+            "checkouts_total": counters.checkouts,
+            "checkout_timeouts_total": counters.checkout_timeouts,
+            "checkout_wait_s_total": counters.checkout_wait_s_total,
+            "checkout_wait_s_max": counters.checkout_wait_s_max,
+            "hold_s_total": counters.hold_s_total,
+        }
+    return figures
+
+
+def _start_publisher() -> None:
+    global _publisher_pid
+    if pool_publisher is None or _publisher_pid == os.getpid():
+        return
+    _publisher_pid = os.getpid()
+    threading.Thread(target=pool_publisher, name="pool-publisher", daemon=True).start()
+
+
+def _watch_slow_statements(engine: Engine, target) -> None:
+    target_id = target.pk
+    threshold_s = settings.CONSOLE_SLOW_STATEMENT_MS / 1000
+
+    @sqlalchemy.event.listens_for(engine, "before_cursor_execute")
+    def _started(conn, cursor, statement, parameters, context, executemany):
+        conn.info.setdefault("statement_started", []).append(time.perf_counter())
+
+    @sqlalchemy.event.listens_for(engine, "after_cursor_execute")
+    def _finished(conn, cursor, statement, parameters, context, executemany):
+        started = conn.info["statement_started"].pop()
+        elapsed_s = time.perf_counter() - started
+        if elapsed_s >= threshold_s and slow_statement_sink is not None:
+            slow_statement_sink(target_id, elapsed_s * 1000, statement)
+
+
 def _url(target) -> URL:
     return URL.create(
         "postgresql+psycopg",
@@ -63,7 +141,7 @@ def _connect_args(target) -> dict:
 
 
 def _create_engine(target) -> Engine:
-    return sqlalchemy.create_engine(
+    engine = sqlalchemy.create_engine(
         _url(target),
         pool_size=target.pool_size,
         max_overflow=target.max_overflow,
@@ -75,6 +153,8 @@ def _create_engine(target) -> Engine:
         logging_name=target.name,
         hide_parameters=True,
     )
+    _watch_slow_statements(engine, target)
+    return engine
 
 
 def engine_for(target) -> Engine:
@@ -90,7 +170,8 @@ def engine_for(target) -> Engine:
             current[1].dispose()
         engine = _create_engine(target)
         _engines[target.pk] = (fingerprint, engine)
-        return engine
+    _start_publisher()
+    return engine
 
 
 def forget(target_id: int) -> None:
@@ -105,6 +186,8 @@ def dispose_all(close: bool = True) -> None:
     with _lock:
         engines = [engine for _fp, engine in _engines.values()]
         _engines.clear()
+    with _counters_lock:
+        _counters.clear()
     for engine in engines:
         engine.dispose(close=close)
 
@@ -153,10 +236,23 @@ def connect(
     rollback: bool = False,
 ) -> Iterator[Connection]:
     """A pooled connection in a transaction with its own timeouts; rolled back if asked."""
+    started = time.perf_counter()
     try:
         conn = engine_for(target).connect()
     except (sqlalchemy.exc.SQLAlchemyError, SecretUnavailable, OSError) as exc:
+        if isinstance(exc, sqlalchemy.exc.TimeoutError):
+            _count(target, checkout_timeouts=1)
         raise _explain(target, exc) from exc
+    checked_out = time.perf_counter()
+    wait_s = checked_out - started
+    _count(target, checkouts=1, checkout_wait_s_total=wait_s, checkout_wait_s_max=wait_s)
+    try:
+        yield from _in_transaction(conn, statement_timeout_ms, lock_timeout_ms, rollback)
+    finally:
+        _count(target, hold_s_total=time.perf_counter() - checked_out)
+
+
+def _in_transaction(conn, statement_timeout_ms, lock_timeout_ms, rollback):
     with conn:
         transaction = conn.begin()
         try:

@@ -120,27 +120,29 @@ class Target(models.Model):
     # Health -----------------------------------------------------------------------------------
 
     def record_probe(self, probe) -> None:
-        now = timezone.now()
-        self.last_checked_at = now
         if probe.ok:
-            self.status = self.Status.UP
-            self.last_seen_at = now
-            self.last_error = ""
-            self.last_latency_ms = probe.latency_ms
-            self.server_version = probe.server_version
-            self.in_recovery = probe.in_recovery
+            self.mark_up(probe.in_recovery, probe.latency_ms, probe.server_version)
         else:
-            self.status = self.Status.DOWN
-            self.last_error = probe.error
-        Target.objects.filter(pk=self.pk).update(
-            status=self.status,
-            last_checked_at=self.last_checked_at,
-            last_seen_at=self.last_seen_at,
-            last_error=self.last_error,
-            last_latency_ms=self.last_latency_ms,
-            server_version=self.server_version,
-            in_recovery=self.in_recovery,
-        )
+            self.mark_down(probe.error)
+
+    def mark_up(self, in_recovery=None, latency_ms=None, server_version=None) -> None:
+        now = timezone.now()
+        fields = {"status": self.Status.UP, "last_checked_at": now, "last_seen_at": now, "last_error": ""}
+        if in_recovery is not None:
+            fields["in_recovery"] = in_recovery
+        if latency_ms is not None:
+            fields["last_latency_ms"] = latency_ms
+        if server_version:
+            fields["server_version"] = server_version
+        self._set(fields)
+
+    def mark_down(self, error: str) -> None:
+        self._set({"status": self.Status.DOWN, "last_checked_at": timezone.now(), "last_error": error[:2000]})
+
+    def _set(self, fields: dict) -> None:
+        for name, value in fields.items():
+            setattr(self, name, value)
+        Target.objects.filter(pk=self.pk).update(**fields)
 
 
 class Job(models.Model):

@@ -164,3 +164,64 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("CONSOLE_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# Monitors --------------------------------------------------------------------------------------
+MONITOR_FAST_INTERVAL_S = envfloat("MONITOR_FAST_INTERVAL_S", 10.0)  # activity, pools, replication
+MONITOR_STATEMENTS_INTERVAL_S = envfloat("MONITOR_STATEMENTS_INTERVAL_S", 60.0)  # pg_stat_statements
+MONITOR_SAMPLER_CONCURRENCY = envint("MONITOR_SAMPLER_CONCURRENCY", 8)
+MONITOR_STATEMENT_TIMEOUT_MS = envint("MONITOR_STATEMENT_TIMEOUT_MS", 3000)
+MONITOR_RAW_RETENTION_H = envfloat("MONITOR_RAW_RETENTION_H", 24.0)
+MONITOR_MINUTE_RETENTION_D = envfloat("MONITOR_MINUTE_RETENTION_D", 7.0)
+MONITOR_LONG_RUNNING_S = envfloat("MONITOR_LONG_RUNNING_S", 60.0)
+MONITOR_SLOW_QUERY_MS = envfloat("MONITOR_SLOW_QUERY_MS", 100.0)  # mean time that makes a query slow
+MONITOR_ALLOW_CANCEL = envbool("MONITOR_ALLOW_CANCEL", "true")
+MONITOR_ALLOW_TERMINATE = envbool("MONITOR_ALLOW_TERMINATE", "true")
+CONSOLE_SLOW_STATEMENT_MS = envfloat("CONSOLE_SLOW_STATEMENT_MS", 500.0)
+POOL_PUBLISH_INTERVAL_S = envfloat("POOL_PUBLISH_INTERVAL_S", 10.0)
+# (warning, critical) per alert, from the seeds; editable per target on its alerts page.
+ALERT_DEFAULTS = {
+    "pool_utilisation_pct": (70.0, 90.0),
+    "checkout_wait_ms": (100.0, 1000.0),
+    "overflow_pct": (50.0, 80.0),
+    "failed_checkouts_per_min": (1.0, 10.0),
+    "connections_pct": (80.0, 95.0),
+    "replica_lag_s": (10.0, 60.0),
+    "replica_lag_bytes": (100e6, 1e9),
+    "long_running_query_s": (60.0, 300.0),
+}
+CELERY_BEAT_SCHEDULE["monitors-sample-fast"] = {
+    "task": "monitors.sample_fast",
+    "schedule": MONITOR_FAST_INTERVAL_S,
+    "options": {"expires": MONITOR_FAST_INTERVAL_S},
+}
+CELERY_BEAT_SCHEDULE["monitors-sample-statements"] = {
+    "task": "monitors.sample_statements",
+    "schedule": MONITOR_STATEMENTS_INTERVAL_S,
+    "options": {"expires": MONITOR_STATEMENTS_INTERVAL_S},
+}
+CELERY_BEAT_SCHEDULE["monitors-cleanup"] = {"task": "monitors.cleanup", "schedule": 600.0}
+POOL_PUBLISHER_ENABLED = envbool("POOL_PUBLISHER_ENABLED", "true")
+
+# Tenants (tenants/) ---------------------------------------------------------------------------
+# The managed application: an Alembic project (its revisions migrate every tenant) and the
+# SQLAlchemy MetaData ("module:attribute") its tenants' schemas are compared with for drift.
+TENANT_ALEMBIC_SCRIPT_LOCATION = env("TENANT_ALEMBIC_SCRIPT_LOCATION", str(BASE_DIR / "tenants" / "app_schema"))
+TENANT_ALEMBIC_METADATA = env("TENANT_ALEMBIC_METADATA", "tenants.app_schema.metadata:metadata")
+# Schema and database names are this prefix + the tenant's slug (never a bare slug, so a tenant
+# called "demo" cannot collide with an existing database); shared (RLS) tenants live in one schema
+# and the application reaches them through a role that owns nothing, so RLS always applies.
+TENANT_NAME_PREFIX = env("TENANT_NAME_PREFIX", "tenant_")
+TENANT_SHARED_SCHEMA = env("TENANT_SHARED_SCHEMA", "tenant_shared")
+TENANT_APP_ROLE = env("TENANT_APP_ROLE", "fleet_app")
+# Tenants worked on at once by one onboarding or migration job (each holds one pooled connection).
+TENANT_PARALLELISM = envint("TENANT_PARALLELISM", 4)
+TENANT_MIGRATE_STATEMENT_TIMEOUT_MS = envint("TENANT_MIGRATE_STATEMENT_TIMEOUT_MS", 60000)
+# Offboarding keeps a dump of every tenant before dropping it.
+TENANT_DUMP_DIR = env("TENANT_DUMP_DIR", str(BASE_DIR / ".fleet" / "dumps"))
+TENANT_PG_DUMP = env("TENANT_PG_DUMP", "/usr/lib/postgresql/15/bin/pg_dump")
+TENANT_HEALTH_INTERVAL_S = envfloat("TENANT_HEALTH_INTERVAL_S", 300.0)
+TENANT_HEALTH_KEEP = envint("TENANT_HEALTH_KEEP", 50)  # snapshots kept per tenant
+CELERY_BEAT_SCHEDULE["tenants-refresh-health"] = {
+    "task": "tenants.refresh_health",
+    "schedule": TENANT_HEALTH_INTERVAL_S,
+}

@@ -1,0 +1,206 @@
+"""Samples of the fleet's health, stored in the console DB so pages never query a target."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class TargetState(models.Model):
+    """The latest figures of one target, rewritten every sampling round: what the overview reads."""
+
+    target = models.OneToOneField("console.Target", on_delete=models.CASCADE, related_name="state", primary_key=True)
+    sampled_at = models.DateTimeField(null=True)
+    connections = models.IntegerField(null=True)
+    max_connections = models.IntegerField(null=True)
+    reserved_connections = models.IntegerField(null=True)
+    connections_by_state = models.JSONField(default=dict)
+    connections_by_application = models.JSONField(default=dict)
+    connections_by_user = models.JSONField(default=dict)
+    connections_by_database = models.JSONField(default=dict)
+    long_running = models.IntegerField(default=0)
+    waiting_on_locks = models.IntegerField(default=0)
+    longest_query_s = models.FloatField(null=True)
+    sessions = models.JSONField(default=list)
+    replication = models.JSONField(default=dict)
+    replica_lag_s = models.FloatField(null=True)
+    replica_lag_bytes = models.FloatField(null=True)
+    bouncer_pools = models.JSONField(default=list)
+    bouncer_stats = models.JSONField(default=list)
+    bouncer_cl_waiting = models.IntegerField(null=True)
+    bouncer_maxwait_s = models.FloatField(null=True)
+    slow_queries = models.IntegerField(null=True)  # queries slower than MONITOR_SLOW_QUERY_MS in the last hour
+    statements_status = models.CharField(max_length=16, default="unknown")  # ok / missing / not_preloaded
+    statements_notice = models.TextField(blank=True)
+    statements_sampled_at = models.DateTimeField(null=True)
+    stats_reset_at = models.DateTimeField(null=True)
+    sample_error = models.TextField(blank=True)
+
+    @property
+    def usable_connections(self) -> int | None:
+        if self.max_connections is None:
+            return None
+        return self.max_connections - (self.reserved_connections or 0)
+
+    @property
+    def connections_percent(self) -> float | None:
+        usable = self.usable_connections
+        if not usable or self.connections is None:
+            return None
+        return 100.0 * self.connections / usable
+
+
+class EnginePool(models.Model):
+    """One process's engine for one target, as that process last published it."""
+
+    process = models.CharField(max_length=128)
+    target = models.ForeignKey("console.Target", on_delete=models.CASCADE, related_name="engine_pools")
+    size = models.IntegerField()
+    max_overflow = models.IntegerField()
+    checked_in = models.IntegerField()
+    checked_out = models.IntegerField()
+    overflow = models.IntegerField()
+    checkouts_total = models.BigIntegerField(default=0)
+    checkout_timeouts_total = models.BigIntegerField(default=0)
+    checkout_wait_s_total = models.FloatField(default=0)
+    checkout_wait_s_max = models.FloatField(default=0)
+    hold_s_total = models.FloatField(default=0)
+    # Over the last publishing interval, for alerts:
+    recent_checkout_wait_ms = models.FloatField(default=0)
+    recent_timeouts_per_min = models.FloatField(default=0)
+    recent_checkouts_per_s = models.FloatField(default=0)
+    started_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["process", "target"], name="engine_pool_per_process")]
+
+    @classmethod
+    def fresh(cls):
+        horizon = timezone.now() - timedelta(seconds=3 * settings.POOL_PUBLISH_INTERVAL_S)
+        return cls.objects.filter(updated_at__gte=horizon)
+
+
+class MetricPoint(models.Model):
+    """Raw samples of a target's time series, kept for MONITOR_RAW_RETENTION_H."""
+
+    target = models.ForeignKey("console.Target", on_delete=models.CASCADE, related_name="+")
+    metric = models.CharField(max_length=48)
+    at = models.DateTimeField()
+    value = models.FloatField()
+
+    class Meta:
+        indexes = [models.Index(fields=["target", "metric", "at"])]
+
+
+class MetricMinute(models.Model):
+    """Per-minute aggregates of the same series, kept for MONITOR_MINUTE_RETENTION_D."""
+
+    target = models.ForeignKey("console.Target", on_delete=models.CASCADE, related_name="+")
+    metric = models.CharField(max_length=48)
+    minute = models.DateTimeField()
+    count = models.IntegerField()
+    total = models.FloatField()
+    maximum = models.FloatField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["target", "metric", "minute"], name="metric_minute_unique")]
+
+    @property
+    def average(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+
+class StatementCounter(models.Model):
+    """The last cumulative pg_stat_statements values seen, to compute deltas from."""
+
+    target = models.ForeignKey("console.Target", on_delete=models.CASCADE, related_name="+")
+    queryid = models.BigIntegerField()
+    dbid = models.BigIntegerField()
+    userid = models.BigIntegerField()
+    calls = models.BigIntegerField()
+    total_exec_ms = models.FloatField()
+    rows = models.BigIntegerField()
+    query = models.TextField()
+    seen_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["target", "queryid", "dbid", "userid"], name="statement_counter_unique")
+        ]
+
+
+class StatementDelta(models.Model):
+    """What one statement did between two snapshots; only statements that ran get a row."""
+
+    target = models.ForeignKey("console.Target", on_delete=models.CASCADE, related_name="+")
+    queryid = models.BigIntegerField()
+    dbid = models.BigIntegerField()
+    userid = models.BigIntegerField()
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    calls = models.BigIntegerField()
+    total_exec_ms = models.FloatField()
+    rows = models.BigIntegerField()
+    after_reset = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["target", "window_end"]),
+            models.Index(fields=["target", "queryid", "window_end"]),
+        ]
+
+
+class SlowStatement(models.Model):
+    """A statement the console itself sent to a target that took longer than the threshold."""
+
+    target = models.ForeignKey("console.Target", on_delete=models.CASCADE, related_name="+")
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    duration_ms = models.FloatField()
+    statement = models.TextField()
+    process = models.CharField(max_length=128)
+
+    class Meta:
+        ordering = ["-at"]
+
+
+class AlertThreshold(models.Model):
+    """A per-target override of an alert's thresholds; defaults live in settings."""
+
+    target = models.ForeignKey("console.Target", on_delete=models.CASCADE, related_name="alert_thresholds")
+    metric = models.CharField(max_length=48)
+    warning = models.FloatField()
+    critical = models.FloatField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["target", "metric"], name="alert_threshold_unique")]
+
+
+class Alert(models.Model):
+    class Level(models.TextChoices):
+        WARNING = "warning", "Warning"
+        CRITICAL = "critical", "Critical"
+
+    target = models.ForeignKey("console.Target", on_delete=models.CASCADE, related_name="alerts")
+    metric = models.CharField(max_length=48)
+    level = models.CharField(max_length=8, choices=Level.choices)
+    value = models.FloatField()
+    threshold = models.FloatField()
+    message = models.CharField(max_length=300)
+    opened_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at"]
+        indexes = [models.Index(fields=["closed_at", "target"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["target", "metric"], condition=models.Q(closed_at__isnull=True), name="one_open_alert_per_metric"
+            )
+        ]
+
+    @classmethod
+    def open(cls):
+        return cls.objects.filter(closed_at__isnull=True)

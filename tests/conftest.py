@@ -23,6 +23,9 @@ JOB_STALE_AFTER_S = 3
 JOB_HEARTBEAT_INTERVAL_S = 0.5
 # Playwright's sync API keeps an event loop in the test thread; the ORM calls are still sync.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+# The test process publishes pool figures only when a test asks (pools.publish_once()); the
+# worker subprocess publishes on its own, like any console process.
+os.environ["POOL_PUBLISHER_ENABLED"] = "false"
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +44,8 @@ def console_env(fleet) -> dict[str, str]:
         **fleet.env(),
         "JOB_STALE_AFTER_S": str(JOB_STALE_AFTER_S),
         "JOB_HEARTBEAT_INTERVAL_S": str(JOB_HEARTBEAT_INTERVAL_S),
+        "POOL_PUBLISHER_ENABLED": "true",
+        "POOL_PUBLISH_INTERVAL_S": "1",
     }
 
 

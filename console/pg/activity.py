@@ -1,0 +1,42 @@
+"""Live activity: sessions, connections against the limit, blocking, cancel and terminate."""
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+# pg_blocking_pids is costly: it is only called for sessions waiting on a heavyweight lock.
+SESSIONS = text(
+    """
+    SELECT pid, usename AS username, application_name, client_addr::text AS client_addr,
+           datname AS database, state, wait_event_type, wait_event, backend_type,
+           EXTRACT(EPOCH FROM now() - query_start)::float8 AS query_seconds,
+           EXTRACT(EPOCH FROM now() - xact_start)::float8 AS xact_seconds,
+           left(query, :query_chars) AS query,
+           CASE WHEN wait_event_type = 'Lock' THEN pg_blocking_pids(pid) ELSE '{}'::int[] END AS blocked_by
+      FROM pg_stat_activity
+     WHERE pid <> pg_backend_pid()
+     ORDER BY query_start NULLS LAST
+    """
+)
+
+LIMITS = text(
+    """
+    SELECT current_setting('max_connections')::int AS max_connections,
+           current_setting('superuser_reserved_connections')::int AS reserved_connections
+    """
+)
+
+
+def sessions(conn: Connection, query_chars: int = 2000) -> list[dict]:
+    return [dict(row) for row in conn.execute(SESSIONS, {"query_chars": query_chars}).mappings()]
+
+
+def limits(conn: Connection) -> dict:
+    return dict(conn.execute(LIMITS).mappings().one())
+
+
+def cancel(conn: Connection, pid: int) -> bool:
+    return bool(conn.execute(text("SELECT pg_cancel_backend(:pid)"), {"pid": pid}).scalar_one())
+
+
+def terminate(conn: Connection, pid: int) -> bool:
+    return bool(conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar_one())

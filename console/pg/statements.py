@@ -1,0 +1,35 @@
+"""pg_stat_statements: read, never reset (other tools read it too)."""
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+AVAILABLE = text(
+    """
+    SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements') AS installed,
+           'pg_stat_statements' = ANY (string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''), ','))
+             AS preloaded
+    """
+)
+
+STATS_RESET = text("SELECT stats_reset FROM pg_stat_statements_info")
+
+STATEMENTS = text(
+    """
+    SELECT queryid, dbid, userid, calls, total_exec_time::float8 AS total_exec_ms, rows,
+           shared_blks_hit, shared_blks_read, left(query, :query_chars) AS query
+      FROM pg_stat_statements
+     WHERE queryid IS NOT NULL
+    """
+)
+
+
+def availability(conn: Connection) -> dict:
+    return dict(conn.execute(AVAILABLE).mappings().one())
+
+
+def stats_reset(conn: Connection):
+    return conn.execute(STATS_RESET).scalar_one()
+
+
+def statements(conn: Connection, query_chars: int = 4000) -> list[dict]:
+    return [dict(row) for row in conn.execute(STATEMENTS, {"query_chars": query_chars}).mappings()]

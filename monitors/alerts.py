@@ -1,0 +1,94 @@
+"""Alerts: thresholds (defaults from the seeds, overridable per target) checked after every
+sampling round; an alert opens, changes level and closes as the figures move."""
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from console.models import Target
+from monitors import pools
+from monitors.models import Alert, AlertThreshold, TargetState
+
+LABELS = {
+    "pool_utilisation_pct": ("Pool use", "%"),
+    "checkout_wait_ms": ("Checkout wait", " ms"),
+    "overflow_pct": ("Overflow use", "%"),
+    "failed_checkouts_per_min": ("Failed checkouts", "/min"),
+    "connections_pct": ("Connections", "% of max"),
+    "replica_lag_s": ("Replica lag", " s"),
+    "replica_lag_bytes": ("Replica lag", " bytes"),
+    "long_running_query_s": ("Long-running query", " s"),
+    "target_down": ("Target down", ""),
+}
+
+
+def thresholds(target) -> dict[str, tuple[float, float]]:
+    merged = dict(settings.ALERT_DEFAULTS)
+    for override in AlertThreshold.objects.filter(target=target):
+        merged[override.metric] = (override.warning, override.critical)
+    return merged
+
+
+def figures(target, state: TargetState | None, pool: dict | None) -> dict[str, float | None]:
+    values: dict[str, float | None] = {}
+    if pool and pool.get("size") is not None:
+        capacity = (pool["size"] or 0) + (pool["max_overflow"] or 0)
+        values["pool_utilisation_pct"] = 100.0 * (pool["checked_out"] or 0) / capacity if capacity else None
+        values["overflow_pct"] = 100.0 * (pool["overflow"] or 0) / pool["max_overflow"] if pool["max_overflow"] else None
+        values["checkout_wait_ms"] = pool["wait_ms_recent"]
+        values["failed_checkouts_per_min"] = pool["timeouts_per_min"]
+    if state is not None and target.status == Target.Status.UP:
+        values["connections_pct"] = state.connections_percent
+        values["replica_lag_s"] = state.replica_lag_s
+        values["replica_lag_bytes"] = state.replica_lag_bytes
+        values["long_running_query_s"] = state.longest_query_s
+    return values
+
+
+def level_for(value, warning, critical) -> str | None:
+    if value is None:
+        return None
+    if value >= critical:
+        return Alert.Level.CRITICAL
+    if value >= warning:
+        return Alert.Level.WARNING
+    return None
+
+
+def evaluate(targets) -> None:
+    states = {s.target_id: s for s in TargetState.objects.filter(target__in=targets)}
+    pool_totals = pools.totals_by_target()
+    now = timezone.now()
+    for target in targets:
+        target.refresh_from_db(fields=["status", "last_error"])
+        wanted = {}
+        limits = thresholds(target)
+        for metric, value in figures(target, states.get(target.pk), pool_totals.get(target.pk)).items():
+            warning, critical = limits[metric]
+            level = level_for(value, warning, critical)
+            if level:
+                wanted[metric] = (level, value, critical if level == Alert.Level.CRITICAL else warning)
+        if target.status == Target.Status.DOWN:
+            wanted["target_down"] = (Alert.Level.CRITICAL, 1.0, 1.0)
+        _apply(target, wanted, now)
+
+
+@transaction.atomic
+def _apply(target, wanted: dict, now) -> None:
+    open_alerts = {a.metric: a for a in Alert.open().select_for_update().filter(target=target)}
+    for metric, alert in open_alerts.items():
+        if metric not in wanted:
+            alert.closed_at = now
+            alert.save(update_fields=["closed_at"])
+    for metric, (level, value, threshold) in wanted.items():
+        label, unit = LABELS[metric]
+        message = f"{label} {value:,.0f}{unit}" if metric != "target_down" else f"{target.name} is down"
+        if metric != "target_down":
+            message += f" (threshold {threshold:,.0f}{unit})"
+        alert = open_alerts.get(metric)
+        if alert is None:
+            Alert.objects.create(target=target, metric=metric, level=level, value=value, threshold=threshold,
+                                 message=message, opened_at=now, last_seen_at=now)
+        else:
+            alert.level, alert.value, alert.threshold, alert.message, alert.last_seen_at = level, value, threshold, message, now
+            alert.save(update_fields=["level", "value", "threshold", "message", "last_seen_at"])
