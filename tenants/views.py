@@ -1,8 +1,223 @@
-from django.shortcuts import render
+"""Tenants: the list, one tenant, onboarding (one or many), fan-out migration, health refresh,
+retry, and offboarding with four eyes. Pages read the console DB only; work is a job."""
 
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Q
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from console import audit, jobs
+from console.models import Job
+from console.roles import APPROVER, OPERATOR, action
+from tenants import migrator, runners, services
+from tenants.forms import MigrateForm, OnboardForm, TenantFilterForm
 from tenants.models import Tenant
 
 
+def _tenant(tenant_id) -> Tenant:
+    return get_object_or_404(Tenant.objects.select_related("target", "last_health", "offboard_requested_by",
+                                                           "offboard_approved_by", "created_by"), pk=tenant_id)
+
+
+def _tenant_jobs(tenant: Tenant, kind: str):
+    """Jobs of one kind that worked on this tenant: its own, and bulk or fan-out ones."""
+    if kind == runners.MIGRATE:
+        return Job.objects.filter(kind=kind, target=tenant.target)
+    return Job.objects.filter(Q(tenant=tenant) | Q(params__contains={"tenant_ids": [tenant.pk]}), kind=kind)
+
+
 def tenant_list(request):
-    tenants = Tenant.objects.select_related("target")
-    return render(request, "tenants/tenant_list.html", {"tenants": tenants})
+    form = TenantFilterForm(request.GET or None)
+    tenants = form.filter(Tenant.objects.select_related("target", "last_health"))
+    context = {
+        "form": form,
+        "tenants": tenants,
+        "head": migrator.head(),
+        "live": any(tenant.is_busy for tenant in tenants),
+        "migrate_form": MigrateForm(),
+    }
+    if request.htmx:
+        response = render(request, "tenants/tenant_list.html#tenant-table", context)
+        if not context["live"]:
+            response.status_code = HttpResponseStopPolling.status_code
+        return response
+    return render(request, "tenants/tenant_list.html", context)
+
+
+def tenant_detail(request, tenant_id):
+    tenant = _tenant(tenant_id)
+    context = {
+        "tenant": tenant,
+        "health": tenant.health(),
+        "head": migrator.head(),
+        "onboarding_jobs": _tenant_jobs(tenant, runners.ONBOARD)[:5],
+        "migration_jobs": _tenant_jobs(tenant, runners.MIGRATE)[:5],
+        "health_jobs": _tenant_jobs(tenant, runners.HEALTH)[:3],
+        "offboarding_jobs": Job.objects.filter(tenant=tenant, kind=runners.OFFBOARD)[:3],
+        "can_approve": tenant.can_approve_offboarding(request.user),
+        "alerts": tenant_alerts(tenant),
+    }
+    if request.htmx and request.GET.get("fragment") == "steps":
+        response = render(request, "tenants/tenant_detail.html#tenant-steps", context)
+        if not tenant.is_busy:
+            response.status_code = HttpResponseStopPolling.status_code
+        return response
+    return render(request, "tenants/tenant_detail.html", context)
+
+
+def tenant_alerts(tenant: Tenant) -> list[str]:
+    """Open alerts that concern the tenant, from what the console DB already knows."""
+    alerts = []
+    if tenant.target.status == tenant.target.Status.DOWN:
+        alerts.append(f"target {tenant.target.name} is down: {tenant.target.last_error}")
+    health = tenant.health()
+    if health and not health.ok:
+        alerts.append(f"last health measurement failed: {health.error}")
+    if health and health.ok and not health.at_head:
+        alerts.append(f"schema at {health.version or 'no version'}, application head is {health.head}")
+    if health and health.has_drift:
+        alerts.append(f"schema drift: {health.drift_count} difference(s) from the application's metadata")
+    if tenant.state == Tenant.State.FAILED:
+        alerts.append(f"onboarding failed at {tenant.failed_step}")
+    return alerts
+
+
+@action("tenant.onboard", OPERATOR)
+def tenant_onboard(request):
+    form = OnboardForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        specs = form.cleaned_data["specs"]
+        try:
+            with transaction.atomic():
+                tenants = services.create_tenants(specs, form.cleaned_data["target"], request.user)
+                job = start_onboarding(tenants, user=request.user)
+        except ValidationError as exc:
+            for message in exc.messages:
+                form.add_error(None, message)
+            audit.record(request, "tenant.onboard", outcome="failed", detail={"errors": exc.messages[:20]})
+        else:
+            audit.record(request, "tenant.onboard", job, detail={"slugs": [t.slug for t in tenants][:200],
+                                                                 "target": form.cleaned_data["target"].name})
+            if len(tenants) == 1:
+                messages.success(request, f"Onboarding {tenants[0].slug}: each step shows below as it completes.")
+                return redirect(tenants[0])
+            messages.success(request, f"Onboarding {len(tenants)} tenants in one job.")
+            return redirect(job)
+    return render(request, "tenants/tenant_onboard.html", {"form": form})
+
+
+def start_onboarding(tenants: list[Tenant], user=None, pause_s: float = 0) -> Job:
+    single = tenants[0] if len(tenants) == 1 else None
+    params = {"tenant_ids": [t.pk for t in tenants]}
+    if pause_s:
+        params["pause_s"] = pause_s
+    return jobs.create(runners.ONBOARD, user=user, target=tenants[0].target, tenant=single,
+                       total=len(tenants) * len(Tenant.STEPS), params=params)
+
+
+@require_POST
+@action("tenant.retry", OPERATOR)
+def tenant_retry(request, tenant_id):
+    tenant = _tenant(tenant_id)
+    with transaction.atomic():
+        claimed = Tenant.objects.filter(pk=tenant.pk, state=Tenant.State.FAILED).update(state=Tenant.State.PENDING)
+        if claimed:
+            job = start_onboarding([tenant], user=request.user)
+    if not claimed:
+        messages.error(request, "Only a tenant whose onboarding failed can be retried.")
+        return redirect(tenant)
+    audit.record(request, "tenant.retry", tenant, detail={"job": job.pk, "from_step": tenant.next_step()})
+    messages.success(request, f"Onboarding of {tenant.slug} resumes at {tenant.next_step()}.")
+    return redirect(tenant)
+
+
+@require_POST
+@action("tenants.migrate", OPERATOR)
+def tenants_migrate(request):
+    form = MigrateForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose a primary or PgBouncer target.")
+        return redirect("tenants")
+    target = form.cleaned_data["target"]
+    job = jobs.create(runners.MIGRATE, user=request.user, target=target, params={"target_id": target.pk})
+    audit.record(request, "tenants.migrate", job, detail={"target": target.name, "head": migrator.head()})
+    return redirect(job)
+
+
+@require_POST
+@action("tenants.refresh_health", OPERATOR)
+def tenants_refresh_health(request):
+    job = jobs.create(runners.HEALTH, user=request.user, params={})
+    audit.record(request, "tenants.refresh_health", job)
+    return redirect(job)
+
+
+@require_POST
+@action("tenant.refresh_health", OPERATOR)
+def tenant_refresh_health(request, tenant_id):
+    tenant = _tenant(tenant_id)
+    job = jobs.create(runners.HEALTH, user=request.user, target=tenant.target, tenant=tenant,
+                      params={"tenant_ids": [tenant.pk]})
+    audit.record(request, "tenant.refresh_health", tenant, detail={"job": job.pk})
+    messages.info(request, "Measuring: the figures below update when the job is done.")
+    return redirect(tenant)
+
+
+@require_POST
+@action("tenant.offboard_request", OPERATOR)
+def tenant_offboard_request(request, tenant_id):
+    tenant = _tenant(tenant_id)
+    requested = Tenant.objects.filter(pk=tenant.pk, state=Tenant.State.ACTIVE, offboard_requested_by=None).update(
+        offboard_requested_by=request.user, offboard_requested_at=timezone.now()
+    )
+    if not requested:
+        messages.error(request, "Only an active tenant without a pending request can be offboarded.")
+        audit.record(request, "tenant.offboard_request", tenant, outcome="failed", detail={"state": tenant.state})
+        return redirect(tenant)
+    audit.record(request, "tenant.offboard_request", tenant)
+    messages.success(request, "Offboarding requested: an approver other than you must approve it.")
+    return redirect(tenant)
+
+
+@require_POST
+@action("tenant.offboard_approve", APPROVER)
+def tenant_offboard_approve(request, tenant_id):
+    tenant = _tenant(tenant_id)
+    if tenant.offboard_requested_by_id == request.user.pk:
+        audit.record(request, "tenant.offboard_approve", tenant, outcome="denied", detail={"reason": "own request"})
+        messages.error(request, "You requested this offboarding: someone else must approve it.")
+        return redirect(tenant)
+    with transaction.atomic():
+        approved = (
+            Tenant.objects.filter(pk=tenant.pk, state=Tenant.State.ACTIVE, offboard_requested_by__isnull=False)
+            .exclude(offboard_requested_by=request.user)
+            .update(state=Tenant.State.OFFBOARDING, offboard_approved_by=request.user, offboard_approved_at=timezone.now())
+        )
+        if approved:
+            job = jobs.create(runners.OFFBOARD, user=request.user, target=tenant.target, tenant=tenant,
+                              total=3, params={"tenant_id": tenant.pk})
+    if not approved:
+        audit.record(request, "tenant.offboard_approve", tenant, outcome="failed", detail={"state": tenant.state})
+        messages.error(request, "There is no pending offboarding request to approve.")
+        return redirect(tenant)
+    audit.record(request, "tenant.offboard_approve", tenant, detail={"job": job.pk,
+                                                                     "requested_by": tenant.offboard_requested_by.username})
+    messages.success(request, "Approved: the tenant is dumped, then dropped.")
+    return redirect(tenant)
+
+
+@require_POST
+@action("tenant.offboard_reject", APPROVER)
+def tenant_offboard_reject(request, tenant_id):
+    tenant = _tenant(tenant_id)
+    rejected = Tenant.objects.filter(pk=tenant.pk, state=Tenant.State.ACTIVE, offboard_requested_by__isnull=False).update(
+        offboard_requested_by=None, offboard_requested_at=None
+    )
+    audit.record(request, "tenant.offboard_reject", tenant, outcome="ok" if rejected else "failed")
+    if rejected:
+        messages.info(request, "Offboarding request rejected.")
+    return redirect(tenant)

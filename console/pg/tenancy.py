@@ -182,22 +182,25 @@ def secure_table(conn: Connection, schema: str, table: str, status: dict | None)
 # The application's rows ------------------------------------------------------------------------
 
 
-def seed(conn: Connection, *, tenant_key: str, name: str, root_folder: str) -> dict:
-    """The tenant row and its root folder, each only if missing. The transaction is bound to the
-    tenant (search_path, app.tenant_id) by the caller."""
-    tenant_rows = conn.execute(
+def insert_tenant_row(conn: Connection, *, tenant_key: str, name: str) -> int:
+    """The tenant's row in the application's `tenants` table, if missing. Returns rows added."""
+    return conn.execute(
         text("INSERT INTO tenants (tenant_id, name) VALUES (:tenant, :name) ON CONFLICT (tenant_id) DO NOTHING"),
         {"tenant": tenant_key, "name": name},
     ).rowcount
-    folder_rows = conn.execute(
+
+
+def insert_root_folder(conn: Connection, *, tenant_key: str, name: str) -> int:
+    """The tenant's root folder, if it has none. The caller has bound the transaction to the
+    tenant (search_path, app.tenant_id). Returns rows added."""
+    return conn.execute(
         text(
             "INSERT INTO folders (tenant_id, parent_id, name)"
-            " SELECT :tenant, NULL, :folder"
-            " WHERE NOT EXISTS (SELECT 1 FROM folders WHERE tenant_id = :tenant AND parent_id IS NULL)"
+            " SELECT CAST(:tenant AS varchar), NULL, :folder"
+            " WHERE NOT EXISTS (SELECT 1 FROM folders WHERE tenant_id = CAST(:tenant AS varchar) AND parent_id IS NULL)"
         ),
-        {"tenant": tenant_key, "folder": root_folder},
+        {"tenant": tenant_key, "folder": name},
     ).rowcount
-    return {"tenant_rows": tenant_rows, "root_folders": folder_rows}
 
 
 def scoped_root_folders(conn: Connection) -> int:
