@@ -58,6 +58,9 @@ def subjects(demo_targets, users):
 def _action_requests(subjects):
     """Every registered action, as the request that performs it."""
     target, extra = subjects["target"], subjects["extra"]
+    from tenants.models import Tenant
+
+    tenant, _ = Tenant.objects.get_or_create(slug="matrix", defaults={"name": "Matrix", "target": target})
     return {
         "target.create": ("post", "/fleet/targets/new/", {"name": ""}),
         "target.update": ("post", f"/fleet/targets/{target.pk}/edit/", {"name": ""}),
@@ -66,12 +69,27 @@ def _action_requests(subjects):
         "job.cancel": ("post", f"/jobs/{subjects['running'].pk}/cancel/", {}),
         "job.retry": ("post", f"/jobs/{subjects['failed'].pk}/retry/", {}),
         "job.selftest": ("post", "/jobs/selftest/", {"steps": 2}),
+        "tenant.onboard": ("post", "/tenants/onboard/", {"slug": ""}),
+        "tenant.retry": ("post", f"/tenants/{tenant.pk}/retry/", {}),
+        "tenants.migrate": ("post", "/tenants/migrate/", {"target": ""}),
+        "tenants.refresh_health": ("post", "/tenants/health/", {}),
+        "tenant.refresh_health": ("post", f"/tenants/{tenant.pk}/health/", {}),
+        "tenant.offboard_request": ("post", f"/tenants/{tenant.pk}/offboard/", {}),
+        "tenant.offboard_approve": ("post", f"/tenants/{tenant.pk}/offboard/approve/", {}),
+        "tenant.offboard_reject": ("post", f"/tenants/{tenant.pk}/offboard/reject/", {}),
+        "monitors.explain": ("post", f"/fleet/targets/{target.pk}/explain/", {"sql": "SELECT 1"}),
+        "monitors.session": ("post", f"/fleet/targets/{target.pk}/sessions/999999/cancel/", {}),
+        "monitors.thresholds": ("post", f"/fleet/targets/{target.pk}/alerts/save/", {"metric": "replica_lag_s", "reset": "on"}),
     }
 
 
 EXPECTED_ROLE = {
     "target.create": "admin", "target.update": "admin", "target.delete": "admin",
     "target.test": "operator", "job.cancel": "operator", "job.retry": "operator", "job.selftest": "operator",
+    "tenant.onboard": "operator", "tenant.retry": "operator", "tenants.migrate": "operator",
+    "tenants.refresh_health": "operator", "tenant.refresh_health": "operator", "tenant.offboard_request": "operator",
+    "tenant.offboard_approve": "approver", "tenant.offboard_reject": "approver",
+    "monitors.explain": "operator", "monitors.session": "operator", "monitors.thresholds": "admin",
 }
 
 
