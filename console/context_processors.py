@@ -1,13 +1,21 @@
+from django.db.models import Count
+
 from console import roles
-from console.models import Target
 
 
 def console(request):
     if not getattr(request, "user", None) or not request.user.is_authenticated:
         return {}
-    down = Target.objects.filter(status=Target.Status.DOWN).values_list("name", flat=True)
+    from monitors.models import Alert
+
+    counts = dict(Alert.open().values_list("level").annotate(n=Count("id")))
+    badges = [
+        {"level": level, "text": f"{counts[level]} {level}"}
+        for level in (Alert.Level.CRITICAL, Alert.Level.WARNING)
+        if counts.get(level)
+    ]
     return {
         "user_role": roles.primary_role(request.user),
         "user_roles": roles.roles_of(request.user),
-        "alert_badges": [{"level": "critical", "text": f"{name} down"} for name in down],
+        "alert_badges": badges,
     }

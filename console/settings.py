@@ -225,3 +225,4 @@ CELERY_BEAT_SCHEDULE["tenants-refresh-health"] = {
     "task": "tenants.refresh_health",
     "schedule": TENANT_HEALTH_INTERVAL_S,
 }
+EXPLAIN_STATEMENT_TIMEOUT_MS = envint("EXPLAIN_STATEMENT_TIMEOUT_MS", 10000)

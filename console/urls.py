@@ -1,9 +1,24 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, register_converter
 from django.views.generic import RedirectView
 
 from console.views import audit, fleet, health, jobs
+from monitors import views as monitor_views
+
+class SignedIntConverter:
+    """pg_stat_statements query ids are signed 64-bit integers."""
+
+    regex = r"-?[0-9]{1,20}"
+
+    def to_python(self, value):
+        return int(value)
+
+    def to_url(self, value):
+        return str(value)
+
+
+register_converter(SignedIntConverter, "sint")
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/fleet/", permanent=False)),
@@ -21,6 +36,11 @@ urlpatterns = [
     path("fleet/targets/<int:target_id>/edit/", fleet.target_edit, name="target-edit"),
     path("fleet/targets/<int:target_id>/delete/", fleet.target_delete, name="target-delete"),
     path("fleet/targets/<int:target_id>/test/", fleet.target_test, name="target-test"),
+    path("fleet/targets/<int:target_id>/explain/", monitor_views.explain, name="target-explain"),
+    path("fleet/targets/<int:target_id>/sessions/<int:pid>/<str:verb>/", monitor_views.session_action, name="target-session"),
+    path("fleet/targets/<int:target_id>/queries/<sint:queryid>/", monitor_views.query_history, name="query-history"),
+    path("fleet/targets/<int:target_id>/alerts/", monitor_views.alert_thresholds, name="target-alerts"),
+    path("fleet/targets/<int:target_id>/alerts/save/", monitor_views.alert_threshold_save, name="target-alerts-save"),
     path("jobs/", jobs.job_list, name="jobs"),
     path("jobs/selftest/", jobs.selftest_start, name="job-selftest"),
     path("jobs/<int:job_id>/", jobs.job_detail, name="job-detail"),

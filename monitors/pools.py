@@ -79,6 +79,7 @@ def totals_by_target() -> dict[int, dict]:
     rows = (
         EnginePool.fresh().values("target_id")
         .annotate(size=Sum("size"), max_overflow=Sum("max_overflow"), checked_out=Sum("checked_out"), overflow=Sum("overflow"),
-                  wait_ms_recent=Max("recent_checkout_wait_ms"), timeouts_per_min=Sum("recent_timeouts_per_min"))
+                  wait_ms_recent=Max("recent_checkout_wait_ms"), timeouts_per_min=Sum("recent_timeouts_per_min"),
+                  timeouts_total=Sum("checkout_timeouts_total"))
     )
     return {row["target_id"]: row for row in rows}

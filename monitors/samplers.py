@@ -18,7 +18,7 @@ from console import engines
 from console.models import Target
 from console.pg import activity, bouncer, replication, statements
 from console.secrets import SecretUnavailable, redact
-from monitors import alerts, series
+from monitors import alerts, pools, series
 from monitors.models import StatementCounter, StatementDelta, TargetState
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ def sample_fast(target: Target) -> bool:
             standbys = replication.standbys(conn)
     target.mark_up(in_recovery=in_recovery, latency_ms=round(latency_ms, 2))
     state = summarize_activity(rows, limits)
+    other_connections = state.pop("other_connections")
     state.update(summarize_replication(standby, standbys))
     state.update(sampled_at=timezone.now(), sample_error="")
     TargetState.objects.update_or_create(target=target, defaults=state)
@@ -102,6 +103,8 @@ def sample_fast(target: Target) -> bool:
         "waiting_on_locks": state["waiting_on_locks"],
         "replica_lag_s": state["replica_lag_s"],
         "replica_lag_bytes": state["replica_lag_bytes"],
+        "other_connections": other_connections,
+        "pool_checked_out": pools.totals(target.pk)["checked_out"],
     })
     return True
 
@@ -120,7 +123,9 @@ def summarize_activity(rows: list[dict], limits: dict) -> dict:
         for r in rows
         if (r["backend_type"] == "client backend" and r["state"] not in ("idle", None)) or r["pid"] in blockers
     ]
+    own_prefix = settings.ENGINE_APPLICATION_NAME
     return {
+        "other_connections": sum(1 for r in clients if not (r["application_name"] or "").startswith(own_prefix)),
         "connections": len(clients),
         "max_connections": limits["max_connections"],
         "reserved_connections": limits["reserved_connections"],

@@ -1,9 +1,118 @@
-from django.shortcuts import render
+"""Live target regions, query history, EXPLAIN, cancel/terminate, alert thresholds."""
 
+from django.conf import settings
+from django.contrib import messages
+from django.db.models import F
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from console import audit, engines
 from console.models import Job, Target
+from console.pg import activity, explain as pg_explain
+from console.roles import ADMIN, OPERATOR, action, forbidden
+from monitors import alerts, charts, panels
+from monitors.forms import ThresholdForm
+from monitors.models import AlertThreshold, StatementCounter, StatementDelta
 
 
 def drill_list(request):
     jobs = Job.objects.filter(kind__startswith="drills.")[:50]
     scratch = Target.objects.filter(role=Target.Role.SCRATCH)
     return render(request, "monitors/drill_list.html", {"jobs": jobs, "scratch_targets": scratch})
+
+
+def query_history(request, target_id, queryid):
+    target = get_object_or_404(Target, pk=target_id)
+    window_name = request.GET.get("window") if request.GET.get("window") in panels.WINDOWS else "24h"
+    since = timezone.now() - panels.WINDOWS[window_name]
+    deltas = list(
+        StatementDelta.objects.filter(target=target, queryid=queryid, window_end__gte=since)
+        .order_by("window_end")
+        .annotate(mean_ms=F("total_exec_ms") / F("calls"))
+    )
+    text = StatementCounter.objects.filter(target=target, queryid=queryid).values_list("query", flat=True).first()
+    if text is None and not deltas:
+        raise Http404("No such statement on this target")
+    context = {
+        "target": target, "queryid": queryid, "query": text or "", "deltas": deltas[-200:], "window": window_name,
+        "windows": list(panels.WINDOWS),
+        "mean_chart": charts.sparkline([(d.window_end, d.mean_ms) for d in deltas], width=640, height=80, unit=" ms"),
+        "calls_chart": charts.sparkline([(d.window_end, d.calls) for d in deltas], width=640, height=80),
+    }
+    return render(request, "monitors/query_history.html", context)
+
+
+@require_POST
+@action("monitors.explain", OPERATOR)
+def explain(request, target_id):
+    target = get_object_or_404(Target, pk=target_id)
+    sql_text = request.POST.get("sql", "")
+    analyze = request.POST.get("analyze") == "on"
+    context = {"target": target, "sql": sql_text, "analyze": analyze}
+    try:
+        with engines.connect(target, statement_timeout_ms=settings.EXPLAIN_STATEMENT_TIMEOUT_MS, rollback=True) as conn:
+            context["plan"] = pg_explain.explain(conn, sql_text, analyze=analyze)
+        outcome = "ok"
+    except pg_explain.NotOneStatement as exc:
+        context["error"], outcome = str(exc), "failed"
+    except Exception as exc:  # the operator's SQL failed: show why
+        original = getattr(exc, "orig", None) or exc
+        context["error"], outcome = f"{type(original).__name__}: {str(original).strip()}", "failed"
+    audit.record(request, "monitors.explain", target, outcome=outcome,
+                 detail={"analyze": analyze, "sql": sql_text[:500], "error": context.get("error", "")})
+    return render(request, "monitors/explain_result.html" if request.htmx else "monitors/explain_page.html", context)
+
+
+@require_POST
+@action("monitors.session", OPERATOR)
+def session_action(request, target_id, pid, verb):
+    target = get_object_or_404(Target, pk=target_id)
+    allowed = {"cancel": settings.MONITOR_ALLOW_CANCEL, "terminate": settings.MONITOR_ALLOW_TERMINATE}
+    if verb not in allowed:
+        raise Http404()
+    if not allowed[verb]:
+        audit.record(request, f"monitors.{verb}", target, outcome="denied", detail={"pid": pid, "why": "switched off"})
+        return forbidden(request, f"{verb.capitalize()} is switched off on this console (MONITOR_ALLOW_{verb.upper()}).")
+    try:
+        with engines.connect(target, statement_timeout_ms=2000) as conn:
+            done = (activity.cancel if verb == "cancel" else activity.terminate)(conn, pid)
+    except engines.TargetError as exc:
+        done, error = False, str(exc)
+    else:
+        error = "" if done else f"no backend with pid {pid} (it may have finished)"
+    audit.record(request, f"monitors.{verb}", target, outcome="ok" if done else "failed", detail={"pid": pid, "error": error})
+    if done:
+        messages.success(request, f"{verb.capitalize()} sent to backend {pid} on {target.name}.")
+    else:
+        messages.error(request, f"Could not {verb} backend {pid}: {error}")
+    return redirect(target)
+
+
+def alert_thresholds(request, target_id):
+    target = get_object_or_404(Target, pk=target_id)
+    current = alerts.thresholds(target)
+    overridden = set(AlertThreshold.objects.filter(target=target).values_list("metric", flat=True))
+    rows = [{"metric": m, "label": alerts.LABELS[m], "warning": w, "critical": c, "default": settings.ALERT_DEFAULTS[m],
+             "overridden": m in overridden} for m, (w, c) in current.items()]
+    return render(request, "monitors/alert_thresholds.html", {"target": target, "rows": rows, "form": ThresholdForm()})
+
+
+@require_POST
+@action("monitors.thresholds", ADMIN)
+def alert_threshold_save(request, target_id):
+    target = get_object_or_404(Target, pk=target_id)
+    form = ThresholdForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+        return redirect(f"/fleet/targets/{target.pk}/alerts/")
+    metric = form.cleaned_data["metric"]
+    if form.cleaned_data["reset"]:
+        AlertThreshold.objects.filter(target=target, metric=metric).delete()
+    else:
+        AlertThreshold.objects.update_or_create(target=target, metric=metric, defaults={
+            "warning": form.cleaned_data["warning"], "critical": form.cleaned_data["critical"]})
+    audit.record(request, "monitors.thresholds", target, detail=form.cleaned_data)
+    messages.success(request, f"Thresholds for {alerts.LABELS[metric][0]} saved; they apply from the next sample.")
+    return redirect(f"/fleet/targets/{target.pk}/alerts/")

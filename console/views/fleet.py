@@ -1,5 +1,6 @@
 """The fleet registry: list, show, add, edit, remove and test targets."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.db.models import ProtectedError
 from django.shortcuts import get_object_or_404, redirect, render
@@ -9,24 +10,34 @@ from console import audit, engines, services
 from console.forms import TargetForm
 from console.models import Job, Target
 from console.roles import ADMIN, OPERATOR, action
+from monitors import panels
 
 
 def fleet(request):
-    targets = Target.objects.select_related("upstream")
+    targets = Target.objects.select_related("upstream", "state")
     tag = request.GET.get("tag", "").strip()
     if tag:
         targets = targets.filter(tags__contains=[tag])
-    all_tags = sorted({t for tags in Target.objects.values_list("tags", flat=True) for t in tags})
-    return render(request, "console/fleet.html", {"targets": targets, "tag": tag, "all_tags": all_tags})
+    sort = request.GET.get("sort", "name")
+    context = {
+        "rows": panels.overview_rows(targets, sort),
+        "tag": tag,
+        "sort": sort,
+        "sorts": panels.SORTS,
+        "all_tags": sorted({t for tags in Target.objects.values_list("tags", flat=True) for t in tags}),
+        "slow_ms": settings.MONITOR_SLOW_QUERY_MS,
+    }
+    if request.htmx:
+        return render(request, "console/fleet.html#overview", context)
+    return render(request, "console/fleet.html", context)
 
 
 def target_detail(request, target_id):
     target = get_object_or_404(Target.objects.select_related("upstream"), pk=target_id)
-    context = {
-        "target": target,
-        "downstream": target.downstream.all(),
-        "jobs": Job.objects.filter(target=target)[:10],
-    }
+    context = {"target": target, **panels.live_context(target, request.GET)}
+    if request.htmx and request.GET.get("fragment") == "live":
+        return render(request, "console/target_detail.html#live", context)
+    context.update(downstream=target.downstream.all(), jobs=Job.objects.filter(target=target)[:10])
     return render(request, "console/target_detail.html", context)
 
 
