@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from monitors.models import MetricMinute, MetricPoint
+from monitors.models import Alert, MetricMinute, MetricPoint, SlowStatement, StatementCounter, StatementDelta
 
 UPSERT_MINUTE = """
     INSERT INTO monitors_metricminute (target_id, metric, minute, count, total, maximum)
@@ -50,4 +50,8 @@ def cleanup(now=None) -> dict:
     minute_before = now - timedelta(days=settings.MONITOR_MINUTE_RETENTION_D)
     raw, _ = MetricPoint.objects.filter(at__lt=raw_before).delete()
     minutes, _ = MetricMinute.objects.filter(minute__lt=minute_before).delete()
+    StatementDelta.objects.filter(window_end__lt=minute_before).delete()
+    StatementCounter.objects.filter(seen_at__lt=minute_before).delete()
+    SlowStatement.objects.filter(at__lt=minute_before).delete()
+    Alert.objects.filter(closed_at__lt=minute_before).delete()
     return {"raw_deleted": raw, "minutes_deleted": minutes}

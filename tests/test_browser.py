@@ -57,3 +57,33 @@ def test_it_shows_a_job_progressing_live_until_it_ends(page, users, live_worker,
     expect(state).to_have_text("Succeeded", timeout=40_000)
     expect(page.locator("#job-done")).to_contain_text("20 of 20 steps (100%)")
     page.screenshot(path=str(artifacts / "job-succeeded.png"), full_page=True)
+
+
+def test_it_updates_the_target_page_live_without_reloading(page, users, demo_targets, fleet, artifacts):
+    import psycopg
+
+    from monitors import samplers
+
+    primary = demo_targets["demo-primary"]
+    samplers.sample_fast_round([primary])
+    _log_in(page, "viewer")
+    page.goto(f"/fleet/targets/{primary.pk}/")
+    expect(page.locator("#panel-connections")).to_be_visible()
+    expect(page.locator("#panel-connections")).not_to_contain_text("browser-live-app")
+    page.evaluate("window.__not_reloaded = true")
+    with psycopg.connect(host="127.0.0.1", port=fleet.port("primary"), user="postgres", dbname="demo",
+                         password=fleet.superuser_password, application_name="browser-live-app"):
+        samplers.sample_fast_round([primary])
+        expect(page.locator("#panel-connections")).to_contain_text("browser-live-app", timeout=15_000)
+    assert page.evaluate("window.__not_reloaded") is True
+    page.screenshot(path=str(artifacts / "target-live.png"), full_page=True)
+
+
+def test_it_shows_the_fleet_overview(page, users, demo_targets, artifacts):
+    from monitors import samplers
+
+    samplers.sample_fast_round()
+    _log_in(page, "viewer")
+    expect(page.locator("#overview tbody tr")).to_have_count(4)
+    expect(page.locator("tr[data-target='demo-replica']")).to_contain_text("Up")
+    page.screenshot(path=str(artifacts / "fleet-overview.png"), full_page=True)

@@ -243,3 +243,52 @@ def test_it_exports_per_target_gauges(transactional_db, client, demo_targets):
     assert by_state is not None
     assert families["fleet_target_max_connections"].samples[0].value == 97
     assert "fleet_alert" in families and "fleet_console_pool_checked_out" in families
+
+
+def test_it_renders_target_pages_without_connecting_to_the_target(transactional_db, client_as, demo_targets):
+    from console import engines
+
+    samplers.sample_fast_round()
+    samplers.sample_statements_round()
+    engines.dispose_all()
+    client = client_as("operator")
+    for target in demo_targets.values():
+        assert client.get(f"/fleet/targets/{target.pk}/").status_code == 200
+        assert client.get(f"/fleet/targets/{target.pk}/?fragment=live", HTTP_HX_REQUEST="true").status_code == 200
+    assert client.get("/fleet/").status_code == 200
+    assert engines.engines_snapshot() == {}, "a page opened a connection to a target"
+
+
+def test_it_shows_a_query_history_chart(transactional_db, client_as, demo_targets, fleet):
+    primary = demo_targets["demo-primary"]
+    samplers.sample_statements_round([primary])
+    for _ in range(2):
+        with _connect(fleet) as session:
+            session.execute("SELECT /* history-marker */ count(*) FROM pgbench_tellers")
+        samplers.sample_statements_round([primary])
+    client = client_as("viewer")
+    page = client.get(f"/fleet/targets/{primary.pk}/?window=15m&order=calls").content.decode()
+    assert "history-marker" in page
+    queryid = samplers.StatementCounter.objects.get(target=primary, query__contains="history-marker").queryid
+    history = client.get(f"/fleet/targets/{primary.pk}/queries/{queryid}/")
+    body = history.content.decode()
+    assert history.status_code == 200 and "history-marker" in body and "<polyline" in body
+    assert body.count("<tr>") >= 3  # header + two snapshots
+    assert client.get(f"/fleet/targets/{primary.pk}/queries/12345/").status_code == 404
+
+
+def test_it_warns_when_the_connection_budget_can_exceed_max_connections(transactional_db, demo_targets):
+    from monitors.panels import connection_budget
+
+    primary = demo_targets["demo-primary"]
+    primary.pool_size, primary.max_overflow = 40, 10
+    state = TargetState.objects.create(target=primary, connections=20, max_connections=100, reserved_connections=3)
+    series.record(primary, {"other_connections": 30.0})
+    budget = connection_budget(primary, state, {"processes": 2, "checkouts": 1000, "hold_s_total": 50.0, "checkouts_per_s": 40.0})
+    assert budget["console_max"] == 100 and budget["others_peak"] == 30 and budget["total"] == 130
+    assert budget["usable"] == 97 and budget["over"] is True
+    assert budget["suggested"] == (3, 4)  # 40/s x 0.05 s x 1.5-2
+    ok = connection_budget(primary, state, {"processes": 1, "checkouts": 0})
+    primary.pool_size, primary.max_overflow = 5, 2
+    ok = connection_budget(primary, state, {"processes": 2, "checkouts": 0})
+    assert ok["over"] is False and ok["suggested"] is None
