@@ -17,7 +17,7 @@ TAG_RE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,31}$")
 
 
 def validate_target_name(value: str) -> None:
-    if not TARGET_NAME_RE.match(value or ""):
+    if not TARGET_NAME_RE.fullmatch(value or ""):
         raise ValidationError(
             "Use 1-63 characters: lowercase letters, digits and hyphens, starting with a letter.",
             code="bad_target_name",
@@ -26,7 +26,7 @@ def validate_target_name(value: str) -> None:
 
 def validate_pg_name(value: str) -> None:
     """Database and role names: plain identifiers only, at most 63 bytes (NAMEDATALEN - 1)."""
-    if not PG_NAME_RE.match(value or ""):
+    if not PG_NAME_RE.fullmatch(value or ""):
         raise ValidationError(
             "Use 1-63 characters: ASCII letters, digits and underscores, not starting with a digit.",
             code="bad_pg_name",
@@ -39,12 +39,12 @@ def validate_host(value: str) -> None:
         return
     except ValueError:
         pass
-    if not HOSTNAME_RE.match(value or ""):
+    if not HOSTNAME_RE.fullmatch(value or ""):
         raise ValidationError("Enter a hostname or an IP address.", code="bad_host")
 
 
 def validate_env_name(value: str) -> None:
-    if not ENV_NAME_RE.match(value or ""):
+    if not ENV_NAME_RE.fullmatch(value or ""):
         raise ValidationError(
             "An environment variable name: uppercase letters, digits and underscores.",
             code="bad_env_name",
@@ -52,7 +52,7 @@ def validate_env_name(value: str) -> None:
 
 
 def validate_tags(value) -> None:
-    if not isinstance(value, list) or not all(isinstance(t, str) and TAG_RE.match(t) for t in value):
+    if not isinstance(value, list) or not all(isinstance(t, str) and TAG_RE.fullmatch(t) for t in value):
         raise ValidationError(
             "Tags are short lowercase words (letters, digits, '_', '.', ':', '-').", code="bad_tags"
         )

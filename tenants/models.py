@@ -14,7 +14,7 @@ RESERVED_SLUGS = frozenset(
 
 def validate_tenant_slug(value: str) -> None:
     """Refused before any SQL: the slug becomes a schema or database name."""
-    if not isinstance(value, str) or not SLUG_RE.match(value):
+    if not isinstance(value, str) or not SLUG_RE.fullmatch(value):
         raise ValidationError(
             "A slug is 1-40 characters: lowercase letters, digits and underscores, starting with a letter.",
             code="bad_slug",
