@@ -141,26 +141,31 @@ def run_migrate(ctx: JobContext) -> dict:
     todo = [unit for unit in units if unit["key"] not in done]
     progress = _Progress(ctx, done=len(units) - len(todo))
     failures: dict[str, str] = {}
+    backends: set[int] = set()
     ctx.log(f"{len(todo)} of {len(units)} to bring to {head} on {target.name}, "
             f"{services.parallelism_for(target)} at a time on pooled connections")
 
     def migrate(unit: dict) -> None:
         ctx.raise_if_stopped()
         try:
-            before, after, elapsed_ms = services.migrate_location(target, unit["database"], unit["schema"])
+            before, after, elapsed_ms, backend = services.migrate_location(target, unit["database"], unit["schema"])
         except Exception as exc:  # noqa: BLE001  (listed, the others go on)
             failures[unit["key"]] = services.error_text(Tenant(target=target), exc)
             ctx.log(f"{unit['key']}: failed: {failures[unit['key']]}", level="error")
             return
+        backends.add(backend)
         Tenant.objects.filter(pk__in=unit["tenant_ids"]).update(schema_version=after)
         progress.advance(lambda data: data.update(done={**data.get("done", {}), unit["key"]: after}))
         change = "already at head" if before == after else f"{before or 'empty'} -> {after}"
         ctx.log(f"{unit['key']}: {change} ({elapsed_ms:.0f} ms)")
 
     services.run_bounded(todo, migrate, services.parallelism_for(target))
+    # Pooled connections carry one tenant after another: far fewer server processes than tenants.
+    ctx.log(f"{len(todo) - len(failures)} migrated on {len(backends)} server connection(s)")
     if failures:
         raise TenantsFailed(_failure_summary(failures, len(units), "tenants"))
-    return {"tenants": len(units), "head": head, "target": target.name}
+    return {"tenants": len(units), "migrated_now": len(todo), "server_connections": len(backends),
+            "head": head, "target": target.name}
 
 
 # Health -----------------------------------------------------------------------------------------

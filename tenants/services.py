@@ -24,7 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from console.models import Target
-from console.pg import sizes, tenancy
+from console.pg import server, sizes, tenancy
 from console.secrets import SecretUnavailable, redact
 from console.validators import validate_pg_name
 from tenants import databases, migrator
@@ -165,22 +165,25 @@ def _provision_shared(tenant: Tenant) -> str:
 
 
 def step_migrate(tenant: Tenant) -> str:
-    before, after, elapsed_ms = migrate_location(tenant.target, tenant.database_name, tenant.schema_name, tenant.slug)
+    before, after, elapsed_ms, _backend = migrate_location(tenant.target, tenant.database_name, tenant.schema_name, tenant.slug)
     Tenant.objects.filter(pk=tenant.pk).update(schema_version=after)
     if before == after:
         return f"already at {after}"
     return f"{before or 'empty'} -> {after} in {elapsed_ms:.0f} ms (version table {tenant.schema_name}.{migrator.VERSION_TABLE})"
 
 
-def migrate_location(target: Target, database: str | None, schema: str, tenant_key: str | None = None):
-    """One schema to head, in one transaction, serialised with anyone else migrating it."""
+def migrate_location(target: Target, database: str | None, schema: str, tenant_key: str | None = None,
+                     revision: str = "head"):
+    """One schema to head, in one transaction, serialised with anyone else migrating it. Returns
+    the versions before and after, the time taken and the server process that did it."""
     started = time.perf_counter()
     timeout_ms = settings.TENANT_MIGRATE_STATEMENT_TIMEOUT_MS
     with databases.connect(target, database, statement_timeout_ms=timeout_ms) as conn:
         tenancy.lock(conn, f"{schema}:migrate")
         tenancy.bind(conn, schema=schema, tenant_key=tenant_key)
-        before, after = migrator.upgrade(conn, schema)
-    return before, after, (time.perf_counter() - started) * 1000
+        before, after = migrator.upgrade(conn, schema, revision)
+        backend = server.backend_pid(conn)
+    return before, after, (time.perf_counter() - started) * 1000, backend
 
 
 def step_secure(tenant: Tenant) -> str:
