@@ -64,15 +64,14 @@ class OnboardForm(forms.Form):
 
     def clean(self):
         data = super().clean()
-        lines = []
-        if data.get("bulk"):
-            lines += data["bulk"].splitlines()
+        default_strategy = data.get("strategy") or Tenant.Strategy.SCHEMA
+        specs = parse_lines((data.get("bulk") or "").splitlines(), default_strategy)
         if data.get("csv_file"):
             try:
-                lines += data["csv_file"].read().decode("utf-8-sig").splitlines()
+                lines = data["csv_file"].read().decode("utf-8-sig").splitlines()
             except UnicodeDecodeError:
                 raise ValidationError("The CSV file is not UTF-8 text.") from None
-        specs = parse_lines(lines, data.get("strategy") or Tenant.Strategy.SCHEMA)
+            specs += parse_lines(lines, default_strategy)
         if data.get("slug"):
             specs.insert(0, TenantSpec(data["slug"], data.get("name") or data["slug"], data.get("strategy") or Tenant.Strategy.SCHEMA))
         if not specs and not self.errors:

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 SHARED_MARKER = "fleet-console shared tenants"
 ROOT_FOLDER = "Root"
+EXACT_COUNT_MAX_BYTES = 8 * 1024 * 1024  # tables never analyzed, up to this size, are counted
 
 
 class StepError(Exception):
@@ -326,6 +327,9 @@ def measure(tenant: Tenant) -> TenantHealth:
             health.version = migrator.current_version(conn, schema)
             tables = sizes.tables(conn, schema)
             tables = [t for t in tables if t["table_name"] != migrator.VERSION_TABLE]
+            for table in tables:
+                if not table.pop("analyzed") and table["total_bytes"] <= EXACT_COUNT_MAX_BYTES:
+                    table["rows_estimate"] = sizes.exact_rows(conn, schema, table["table_name"])
             if tenant.strategy == Tenant.Strategy.SHARED:
                 tables = _tenant_share(conn, schema, tenant.slug, tables)
                 health.size_bytes = sum(t["total_bytes"] for t in tables)
