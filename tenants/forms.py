@@ -98,4 +98,4 @@ def parse_lines(lines, default_strategy: str) -> list[TenantSpec]:
 
 
 class MigrateForm(forms.Form):
-    target = forms.ModelChoiceField(queryset=tenant_targets())
+    target = forms.ModelChoiceField(queryset=tenant_targets(), empty_label="choose a target")
