@@ -16,40 +16,86 @@ WINDOWS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "6h": timedel
            "24h": timedelta(hours=24), "7d": timedelta(days=7)}
 ORDERS = ("total", "mean", "calls")
 SORTS = ("name", "status", "pool", "connections", "lag", "slow", "alerts")
+# The overview shows scalar figures only: leave the large JSON documents in the database.
+OVERVIEW_DEFERRED = tuple(
+    f"state__{name}" for name in (
+        "connections_by_state", "connections_by_application", "connections_by_user", "connections_by_database",
+        "sessions", "replication", "bouncer_pools", "bouncer_stats", "statements_notice", "sample_error",
+    )
+) + ("upstream__password_encrypted", "upstream__last_error", "upstream__tags", "last_error", "password_encrypted")
+
+
+def meter_level(pct) -> str:
+    if pct is None:
+        return ""
+    return "meter-critical" if pct >= 90 else "meter-warning" if pct >= 70 else ""
+
+
+def _ago(moment, now) -> str:
+    from console.templatetags.console_tags import _span
+
+    return f"{_span((now - moment).total_seconds())} ago" if moment else "never"
 
 
 def overview_rows(targets, sort: str = "name") -> list[dict]:
+    """One ready-to-print row per target: formatting happens here, once, not in the template."""
     pool_totals = pools.totals_by_target()
     open_alerts = defaultdict(list)
     for alert in Alert.open().only("target_id", "level", "message"):
         open_alerts[alert.target_id].append(alert)
+    now = timezone.now()
     rows = []
     for target in targets:
         state = getattr(target, "state", None)
         pool = pool_totals.get(target.pk)
         capacity = (pool["size"] + pool["max_overflow"]) if pool else 0
+        pool_pct = 100.0 * pool["checked_out"] / capacity if capacity else None
+        conn_pct = state.connections_percent if state else None
         alerts = sorted(open_alerts[target.pk], key=lambda a: a.level != Alert.Level.CRITICAL)
+        lag_s = state.replica_lag_s if state else None
         rows.append({
             "target": target,
-            "state": state,
-            "pool_checked_out": pool["checked_out"] if pool else None,
-            "pool_capacity": capacity,
-            "pool_pct": 100.0 * pool["checked_out"] / capacity if capacity else None,
+            "name": target.name,
+            "url": target.get_absolute_url(),
+            "role": target.get_role_display(),
+            "upstream": target.upstream.name if target.upstream_id else "",
+            "status": target.status,
+            "status_text": target.get_status_display(),
+            "seen": ("last seen " if target.status == Target.Status.DOWN else "") + _ago(target.last_seen_at, now),
+            "pool_pct": pool_pct,
+            "pool_width": round(pool_pct or 0),
             "pool_label": f"{pool['checked_out']} / {capacity}" if capacity else "",
+            "pool_level": meter_level(pool_pct),
+            "is_bouncer": target.role == Target.Role.PGBOUNCER,
+            "bouncer_waiting": state.bouncer_cl_waiting if state else None,
+            "conn_pct": conn_pct,
+            "conn_width": round(conn_pct or 0),
             "conn_label": f"{state.connections} / {state.usable_connections}" if state and state.connections is not None else "",
+            "conn_level": meter_level(conn_pct),
+            "lag_s": lag_s,
+            "lag_text": f"{lag_s:.1f} s · {_bytes(state.replica_lag_bytes or 0)}" if lag_s is not None else "",
+            "slow": state.slow_queries if state else None,
             "alerts": alerts,
             "worst_alert": alerts[0].level if alerts else "",
         })
     keys = {
-        "name": lambda r: r["target"].name,
-        "status": lambda r: (r["target"].status != Target.Status.DOWN, r["target"].name),
+        "name": lambda r: r["name"],
+        "status": lambda r: (r["status"] != Target.Status.DOWN, r["name"]),
         "pool": lambda r: -(r["pool_pct"] or 0),
-        "connections": lambda r: -((r["state"].connections_percent if r["state"] else None) or 0),
-        "lag": lambda r: -((r["state"].replica_lag_s if r["state"] else None) or 0),
-        "slow": lambda r: -((r["state"].slow_queries if r["state"] else None) or 0),
-        "alerts": lambda r: (-sum(2 if a.level == "critical" else 1 for a in r["alerts"]), r["target"].name),
+        "connections": lambda r: -(r["conn_pct"] or 0),
+        "lag": lambda r: -(r["lag_s"] or 0),
+        "slow": lambda r: -(r["slow"] or 0),
+        "alerts": lambda r: (-sum(2 if a.level == "critical" else 1 for a in r["alerts"]), r["name"]),
     }
     return sorted(rows, key=keys.get(sort, keys["name"]))
+
+
+def _bytes(value: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return ""
 
 
 def blocking_tree(sessions: list[dict]) -> list[dict]:
