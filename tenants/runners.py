@@ -216,7 +216,7 @@ def run_offboard(ctx: JobContext) -> dict:
 
     if not (tenant.dump_path and data.get("dumped")):
         ctx.log(f"{tenant.slug}: dumping {tenant.location}")
-        path = services.dump(tenant)
+        path = services.dump(tenant, ctx.params.get("dump_dir"))
         size = path.stat().st_size
         with transaction.atomic():
             Tenant.objects.filter(pk=tenant.pk).update(dump_path=str(path), dump_size_bytes=size)

@@ -370,10 +370,10 @@ def _tenant_share(conn, schema: str, tenant_key: str, tables: list[dict]) -> lis
 # Offboarding ---------------------------------------------------------------------------------------
 
 
-def dump(tenant: Tenant) -> Path:
-    """Write the tenant's dump next to the others and return its path. The file appears under its
-    final name only once complete."""
-    folder = Path(settings.TENANT_DUMP_DIR)
+def dump(tenant: Tenant, folder: str | None = None) -> Path:
+    """Write the tenant's dump into `folder` (TENANT_DUMP_DIR by default) and return its path. The
+    file appears under its final name only once complete."""
+    folder = Path(folder or settings.TENANT_DUMP_DIR)
     folder.mkdir(parents=True, exist_ok=True)
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
     if tenant.strategy == Tenant.Strategy.SHARED:

@@ -1,6 +1,7 @@
 """Tenants: the list, one tenant, onboarding (one or many), fan-out migration, health refresh,
 retry, and offboarding with four eyes. Pages read the console DB only; work is a job."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -199,7 +200,7 @@ def tenant_offboard_approve(request, tenant_id):
         )
         if approved:
             job = jobs.create(runners.OFFBOARD, user=request.user, target=tenant.target, tenant=tenant,
-                              total=3, params={"tenant_id": tenant.pk})
+                              total=3, params={"tenant_id": tenant.pk, "dump_dir": settings.TENANT_DUMP_DIR})
     if not approved:
         audit.record(request, "tenant.offboard_approve", tenant, outcome="failed", detail={"state": tenant.state})
         messages.error(request, "There is no pending offboarding request to approve.")
