@@ -1,6 +1,8 @@
 """Alerts: thresholds (defaults from the seeds, overridable per target) checked after every
 sampling round; an alert opens, changes level and closes as the figures move."""
 
+from collections import defaultdict
+
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -22,9 +24,11 @@ LABELS = {
 }
 
 
-def thresholds(target) -> dict[str, tuple[float, float]]:
+def thresholds(target, overrides=None) -> dict[str, tuple[float, float]]:
     merged = dict(settings.ALERT_DEFAULTS)
-    for override in AlertThreshold.objects.filter(target=target):
+    if overrides is None:
+        overrides = AlertThreshold.objects.filter(target=target)
+    for override in overrides:
         merged[override.metric] = (override.warning, override.critical)
     return merged
 
@@ -56,13 +60,18 @@ def level_for(value, warning, critical) -> str | None:
 
 
 def evaluate(targets) -> None:
-    states = {s.target_id: s for s in TargetState.objects.filter(target__in=targets)}
+    ids = [t.pk for t in targets]
+    states = {s.target_id: s for s in TargetState.objects.filter(target_id__in=ids).defer("sessions")}
+    statuses = dict(Target.objects.filter(pk__in=ids).values_list("pk", "status"))
+    overrides = defaultdict(list)
+    for override in AlertThreshold.objects.filter(target_id__in=ids):
+        overrides[override.target_id].append(override)
     pool_totals = pools.totals_by_target()
     now = timezone.now()
     for target in targets:
-        target.refresh_from_db(fields=["status", "last_error"])
+        target.status = statuses.get(target.pk, target.status)
         wanted = {}
-        limits = thresholds(target)
+        limits = thresholds(target, overrides[target.pk])
         for metric, value in figures(target, states.get(target.pk), pool_totals.get(target.pk)).items():
             warning, critical = limits[metric]
             level = level_for(value, warning, critical)

@@ -12,6 +12,7 @@ from django.db.models import Max, Sum
 from django.utils import timezone
 
 from console import engines
+from console.models import Target
 from monitors.models import EnginePool
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,12 @@ def publish_once() -> int:
     _started_at = _started_at or timezone.now()
     now_mono = time.monotonic()
     rows = []
-    for target_id, figures in engines.pool_figures().items():
+    all_figures = engines.pool_figures()
+    existing = set(Target.objects.filter(pk__in=list(all_figures)).values_list("pk", flat=True))
+    for target_id, figures in all_figures.items():
+        if target_id not in existing:  # removed meanwhile: its engine goes with it
+            engines.forget(target_id)
+            continue
         previous_at, previous = _last.get(target_id, (None, None))
         recent = {"recent_checkout_wait_ms": 0.0, "recent_timeouts_per_min": 0.0, "recent_checkouts_per_s": 0.0}
         if previous is not None and now_mono > previous_at:

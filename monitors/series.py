@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from monitors.models import Alert, MetricMinute, MetricPoint, SlowStatement, StatementCounter, StatementDelta
+from monitors.models import Alert, EnginePool, MetricMinute, MetricPoint, SlowStatement, StatementCounter, StatementDelta
 
 UPSERT_MINUTE = """
     INSERT INTO monitors_metricminute (target_id, metric, minute, count, total, maximum)
@@ -54,4 +54,5 @@ def cleanup(now=None) -> dict:
     StatementCounter.objects.filter(seen_at__lt=minute_before).delete()
     SlowStatement.objects.filter(at__lt=minute_before).delete()
     Alert.objects.filter(closed_at__lt=minute_before).delete()
+    EnginePool.objects.filter(updated_at__lt=now - timedelta(days=1)).delete()  # processes long gone
     return {"raw_deleted": raw, "minutes_deleted": minutes}
