@@ -16,13 +16,14 @@ WINDOWS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "6h": timedel
            "24h": timedelta(hours=24), "7d": timedelta(days=7)}
 ORDERS = ("total", "mean", "calls")
 SORTS = ("name", "status", "pool", "connections", "lag", "slow", "alerts")
-# The overview shows scalar figures only: leave the large JSON documents in the database.
-OVERVIEW_DEFERRED = tuple(
-    f"state__{name}" for name in (
-        "connections_by_state", "connections_by_application", "connections_by_user", "connections_by_database",
-        "sessions", "replication", "bouncer_pools", "bouncer_stats", "statements_notice", "sample_error",
-    )
-) + ("upstream__password_encrypted", "upstream__last_error", "upstream__tags", "last_error", "password_encrypted")
+# The overview reads only the figures it shows, as plain values: no model per row.
+OVERVIEW_FIELDS = (
+    "id", "name", "role", "status", "last_seen_at", "tags", "upstream__name",
+    "state__connections", "state__max_connections", "state__reserved_connections", "state__replica_lag_s",
+    "state__replica_lag_bytes", "state__slow_queries", "state__bouncer_cl_waiting",
+)
+ROLE_LABELS = dict(Target.Role.choices)
+STATUS_LABELS = dict(Target.Status.choices)
 
 
 def meter_level(pct) -> str:
@@ -38,45 +39,47 @@ def _ago(moment, now) -> str:
 
 
 def overview_rows(targets, sort: str = "name") -> list[dict]:
-    """One ready-to-print row per target: formatting happens here, once, not in the template."""
+    """One ready-to-print row per target (a Target queryset): formatting happens here, once."""
     pool_totals = pools.totals_by_target()
     open_alerts = defaultdict(list)
-    for alert in Alert.open().only("target_id", "level", "message"):
-        open_alerts[alert.target_id].append(alert)
+    for target_id, level, message in Alert.open().values_list("target_id", "level", "message"):
+        open_alerts[target_id].append({"level": level, "message": message,
+                                       "short": message if len(message) <= 40 else message[:39] + "…"})
     now = timezone.now()
     rows = []
-    for target in targets:
-        state = getattr(target, "state", None)
-        pool = pool_totals.get(target.pk)
+    for t in targets.values(*OVERVIEW_FIELDS):
+        pool = pool_totals.get(t["id"])
         capacity = (pool["size"] + pool["max_overflow"]) if pool else 0
         pool_pct = 100.0 * pool["checked_out"] / capacity if capacity else None
-        conn_pct = state.connections_percent if state else None
-        alerts = sorted(open_alerts[target.pk], key=lambda a: a.level != Alert.Level.CRITICAL)
-        lag_s = state.replica_lag_s if state else None
+        connections = t["state__connections"]
+        usable = t["state__max_connections"] - (t["state__reserved_connections"] or 0) if t["state__max_connections"] else None
+        conn_pct = 100.0 * connections / usable if usable and connections is not None else None
+        alerts = sorted(open_alerts[t["id"]], key=lambda a: a["level"] != Alert.Level.CRITICAL)
+        lag_s = t["state__replica_lag_s"]
         rows.append({
-            "target": target,
-            "name": target.name,
-            "url": target.get_absolute_url(),
-            "role": target.get_role_display(),
-            "upstream": target.upstream.name if target.upstream_id else "",
-            "status": target.status,
-            "status_text": target.get_status_display(),
-            "seen": ("last seen " if target.status == Target.Status.DOWN else "") + _ago(target.last_seen_at, now),
+            "id": t["id"],
+            "name": t["name"],
+            "url": f"/fleet/targets/{t['id']}/",
+            "tags": t["tags"],
+            "role": ROLE_LABELS.get(t["role"], t["role"]),
+            "upstream": t["upstream__name"] or "",
+            "status": t["status"],
+            "status_text": STATUS_LABELS.get(t["status"], t["status"]),
+            "seen": ("last seen " if t["status"] == Target.Status.DOWN else "") + _ago(t["last_seen_at"], now),
             "pool_pct": pool_pct,
             "pool_width": round(pool_pct or 0),
             "pool_label": f"{pool['checked_out']} / {capacity}" if capacity else "",
             "pool_level": meter_level(pool_pct),
-            "is_bouncer": target.role == Target.Role.PGBOUNCER,
-            "bouncer_waiting": state.bouncer_cl_waiting if state else None,
+            "is_bouncer": t["role"] == Target.Role.PGBOUNCER,
+            "bouncer_waiting": t["state__bouncer_cl_waiting"],
             "conn_pct": conn_pct,
             "conn_width": round(conn_pct or 0),
-            "conn_label": f"{state.connections} / {state.usable_connections}" if state and state.connections is not None else "",
+            "conn_label": f"{connections} / {usable}" if connections is not None and usable else "",
             "conn_level": meter_level(conn_pct),
             "lag_s": lag_s,
-            "lag_text": f"{lag_s:.1f} s · {_bytes(state.replica_lag_bytes or 0)}" if lag_s is not None else "",
-            "slow": state.slow_queries if state else None,
+            "lag_text": f"{lag_s:.1f} s · {_bytes(t['state__replica_lag_bytes'] or 0)}" if lag_s is not None else "",
+            "slow": t["state__slow_queries"],
             "alerts": alerts,
-            "worst_alert": alerts[0].level if alerts else "",
         })
     keys = {
         "name": lambda r: r["name"],
@@ -85,7 +88,7 @@ def overview_rows(targets, sort: str = "name") -> list[dict]:
         "connections": lambda r: -(r["conn_pct"] or 0),
         "lag": lambda r: -(r["lag_s"] or 0),
         "slow": lambda r: -(r["slow"] or 0),
-        "alerts": lambda r: (-sum(2 if a.level == "critical" else 1 for a in r["alerts"]), r["name"]),
+        "alerts": lambda r: (-sum(2 if a["level"] == "critical" else 1 for a in r["alerts"]), r["name"]),
     }
     return sorted(rows, key=keys.get(sort, keys["name"]))
 

@@ -14,7 +14,7 @@ from monitors import panels
 
 
 def fleet(request):
-    targets = Target.objects.select_related("upstream", "state").defer(*panels.OVERVIEW_DEFERRED)
+    targets = Target.objects.all()
     tag = request.GET.get("tag", "").strip()
     if tag:
         targets = targets.filter(tags__contains=[tag])
