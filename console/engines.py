@@ -38,7 +38,9 @@ class TargetUnavailable(TargetError):
 
 
 _lock = threading.Lock()
-_engines: dict[int, tuple[str, Engine]] = {}
+# (target id, database): None is the target's own database; others are databases on the same
+# server (database-per-tenant), reached with the target's credentials.
+_engines: dict[tuple[int, str | None], tuple[str, Engine]] = {}
 
 
 @dataclass
@@ -118,14 +120,14 @@ def _watch_slow_statements(engine: Engine, target) -> None:
             slow_statement_sink(target_id, elapsed_s * 1000, statement)
 
 
-def _url(target) -> URL:
+def _url(target, database: str | None = None) -> URL:
     return URL.create(
         "postgresql+psycopg",
         username=target.username,
         password=target.password(),
         host=target.host,
         port=target.port,
-        database=target.dbname,
+        database=database or target.dbname,
     )
 
 
@@ -140,45 +142,50 @@ def _connect_args(target) -> dict:
     return args
 
 
-def _create_engine(target) -> Engine:
+def _create_engine(target, database: str | None = None) -> Engine:
     engine = sqlalchemy.create_engine(
-        _url(target),
-        pool_size=target.pool_size,
+        _url(target, database),
+        # A server has room for few idle connections per extra database: keep one, grow while busy.
+        pool_size=target.pool_size if database is None else 1,
         max_overflow=target.max_overflow,
         pool_timeout=target.pool_timeout_s,
         pool_recycle=target.pool_recycle_s,
         pool_pre_ping=True,
         pool_use_lifo=True,
         connect_args=_connect_args(target),
-        logging_name=target.name,
+        logging_name=target.name if database is None else f"{target.name}/{database}",
         hide_parameters=True,
     )
     _watch_slow_statements(engine, target)
     return engine
 
 
-def engine_for(target) -> Engine:
+def engine_for(target, database: str | None = None) -> Engine:
+    """The engine for the target's database, or for another database on the same server."""
+    key = (target.pk, database)
     fingerprint = target.connection_fingerprint()
-    current = _engines.get(target.pk)
+    current = _engines.get(key)
     if current and current[0] == fingerprint:
         return current[1]
     with _lock:
-        current = _engines.get(target.pk)
+        current = _engines.get(key)
         if current and current[0] == fingerprint:
             return current[1]
         if current:
             current[1].dispose()
-        engine = _create_engine(target)
-        _engines[target.pk] = (fingerprint, engine)
+        engine = _create_engine(target, database)
+        _engines[key] = (fingerprint, engine)
     _start_publisher()
     return engine
 
 
-def forget(target_id: int) -> None:
+def forget(target_id: int, database: str | None = None) -> None:
+    """Drop the engine of one database of a target, or (no database given) all of them."""
     with _lock:
-        current = _engines.pop(target_id, None)
-    if current:
-        current[1].dispose()
+        keys = [k for k in _engines if k[0] == target_id and (database is None or k[1] == database)]
+        dropped = [_engines.pop(k)[1] for k in keys]
+    for engine in dropped:
+        engine.dispose()
 
 
 def dispose_all(close: bool = True) -> None:
@@ -193,7 +200,8 @@ def dispose_all(close: bool = True) -> None:
 
 
 def engines_snapshot() -> dict[int, Engine]:
-    return {target_id: engine for target_id, (_fp, engine) in list(_engines.items())}
+    """The engines of the targets' own databases, by target id."""
+    return {target_id: engine for (target_id, database), (_fp, engine) in list(_engines.items()) if database is None}
 
 
 def _explain(target, exc: Exception) -> TargetError:
@@ -227,44 +235,57 @@ def _set_timeouts(conn: Connection, statement_timeout_ms: int | None, lock_timeo
     )
 
 
-@contextmanager
-def connect(
-    target,
-    *,
-    statement_timeout_ms: int | None = None,
-    lock_timeout_ms: int | None = None,
-    rollback: bool = False,
-) -> Iterator[Connection]:
-    """A pooled connection in a transaction with its own timeouts; rolled back if asked."""
-    started = time.perf_counter()
+def _checkout(target, database: str | None = None) -> Connection:
     try:
-        conn = engine_for(target).connect()
+        return engine_for(target, database).connect()
     except (sqlalchemy.exc.SQLAlchemyError, SecretUnavailable, OSError) as exc:
         if isinstance(exc, sqlalchemy.exc.TimeoutError):
             _count(target, checkout_timeouts=1)
         raise _explain(target, exc) from exc
+
+
+@contextmanager
+def connect(
+    target,
+    *,
+    database: str | None = None,
+    statement_timeout_ms: int | None = None,
+    lock_timeout_ms: int | None = None,
+    rollback: bool = False,
+    isolation_level: str | None = None,
+) -> Iterator[Connection]:
+    """A pooled connection in a transaction with its own timeouts; rolled back if asked.
+    `database` reaches another database on the target's server; `isolation_level` changes the
+    transaction's (a dump reads every table in one REPEATABLE READ snapshot)."""
+    started = time.perf_counter()
+    conn = _checkout(target, database)
     checked_out = time.perf_counter()
     wait_s = checked_out - started
     _count(target, checkouts=1, checkout_wait_s_total=wait_s, checkout_wait_s_max=wait_s)
     try:
-        yield from _in_transaction(conn, statement_timeout_ms, lock_timeout_ms, rollback)
+        with conn:
+            if isolation_level:
+                conn = conn.execution_options(isolation_level=isolation_level)
+            transaction = conn.begin()
+            try:
+                _set_timeouts(conn, statement_timeout_ms, lock_timeout_ms)
+                yield conn
+            except BaseException:
+                transaction.rollback()
+                raise
+            if rollback:
+                transaction.rollback()
+            else:
+                transaction.commit()
     finally:
         _count(target, hold_s_total=time.perf_counter() - checked_out)
 
 
-def _in_transaction(conn, statement_timeout_ms, lock_timeout_ms, rollback):
-    with conn:
-        transaction = conn.begin()
-        try:
-            _set_timeouts(conn, statement_timeout_ms, lock_timeout_ms)
-            yield conn
-        except BaseException:
-            transaction.rollback()
-            raise
-        if rollback:
-            transaction.rollback()
-        else:
-            transaction.commit()
+@contextmanager
+def autocommit(target) -> Iterator[Connection]:
+    """A connection to the target's database outside any transaction (CREATE/DROP DATABASE)."""
+    with _checkout(target) as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 @dataclass

@@ -82,14 +82,14 @@ def sample_fast(target: Target) -> bool:
         latency_ms = (time.perf_counter() - started) * 1000
         limits = activity.limits(conn)
         rows = activity.sessions(conn)
-        in_recovery = conn.execute(sqlalchemy.text("SELECT pg_is_in_recovery()")).scalar_one()
+        in_recovery = limits["in_recovery"]
         if in_recovery:
             standby = replication.standby_status(conn)
             standbys = []
         else:
             standby = None
             standbys = replication.standbys(conn)
-    target.mark_up(in_recovery=in_recovery, latency_ms=round(latency_ms, 2))
+    target.mark_up(in_recovery=in_recovery, latency_ms=round(latency_ms, 2), server_version=limits["server_version"])
     state = summarize_activity(rows, limits)
     other_connections = state.pop("other_connections")
     state.update(summarize_replication(standby, standbys))

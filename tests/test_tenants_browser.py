@@ -4,21 +4,9 @@ import re
 import uuid
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker]
-
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-@pytest.fixture
-def page(live_server):
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1300, "height": 900}, base_url=live_server.url)
-        page.set_default_timeout(15_000)
-        yield page
-        browser.close()
 
 
 def test_it_onboards_a_tenant_and_shows_each_step_live(page, users, demo_targets, live_worker, artifacts):

@@ -21,7 +21,9 @@ SESSIONS = text(
 LIMITS = text(
     """
     SELECT current_setting('max_connections')::int AS max_connections,
-           current_setting('superuser_reserved_connections')::int AS reserved_connections
+           current_setting('superuser_reserved_connections')::int AS reserved_connections,
+           current_setting('server_version') AS server_version,
+           pg_is_in_recovery() AS in_recovery
     """
 )
 
