@@ -16,6 +16,7 @@ import time
 from datetime import timedelta
 from typing import Callable
 
+import kombu.exceptions
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.db.models import F, Q
@@ -65,11 +66,22 @@ def create(kind: str, *, user=None, target=None, tenant=None, total=None, unit="
     return job
 
 
-def enqueue(job_id: int) -> None:
+def enqueue(job_id: int) -> bool:
+    """Send the job's id to the workers. With the broker away the job stays queued, unsent, and
+    the reaper sends it once the broker is back: nothing is lost, the page says what happens."""
     from console.tasks import run_job
 
+    try:
+        run_job.delay(job_id)
+    except kombu.exceptions.OperationalError as exc:
+        log.warning("job %s: broker unreachable, left queued: %s", job_id, exc)
+        JobLogLine.objects.create(
+            job_id=job_id, level="warning",
+            message="The broker (Redis) is unreachable: the job stays queued and is sent as soon as it is back.",
+        )
+        return False
     Job.objects.filter(pk=job_id).update(enqueued_at=timezone.now())
-    run_job.delay(job_id)
+    return True
 
 
 def claim(job_id: int, me: str) -> Job | None:
@@ -257,8 +269,9 @@ def reap_stale(now=None) -> list[int]:
                 message=f"worker {job.claimed_by} silent since {job.heartbeat_at:%H:%M:%S}; re-queued",
             )
             reaped.append(job.pk)
+    never_sent_before = now - timedelta(seconds=settings.JOB_RESEND_AFTER_S)
     lost = Job.objects.filter(state=Job.State.QUEUED, cancel_requested=False).filter(
-        Q(enqueued_at__lt=stale_before) | Q(enqueued_at__isnull=True, created_at__lt=stale_before)
+        Q(enqueued_at__lt=stale_before) | Q(enqueued_at__isnull=True, created_at__lt=never_sent_before)
     )
     reaped += list(lost.values_list("pk", flat=True))
     for job_id in reaped:

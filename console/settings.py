@@ -126,6 +126,9 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# With Redis away, sending a job gives up after a few seconds (the job stays queued, see jobs.enqueue).
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # A message unacknowledged this long is handed out again; the job claim makes that harmless.
     "visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT_S", 3600),
@@ -145,6 +148,8 @@ CELERY_BEAT_SCHEDULE = {
 JOB_HEARTBEAT_INTERVAL_S = envfloat("JOB_HEARTBEAT_INTERVAL_S", 5.0)
 JOB_STALE_AFTER_S = envfloat("JOB_STALE_AFTER_S", 60.0)
 JOB_LOG_MAX_LINES = envint("JOB_LOG_MAX_LINES", 500)
+# A queued job whose message never reached the broker (Redis away) is sent again after this.
+JOB_RESEND_AFTER_S = envfloat("JOB_RESEND_AFTER_S", 5.0)
 
 # Target engines: defaults for every target, overridable per target.
 TARGET_CONNECT_TIMEOUT_S = envint("TARGET_CONNECT_TIMEOUT_S", 3)
