@@ -449,3 +449,16 @@ def drop(tenant: Tenant) -> str:
             raise StepError(f"schema {tenant.schema_name} does not carry this tenant's marker; not dropping it")
         tenancy.drop_schema(conn, tenant.schema_name)
     return f"dropped schema {tenant.schema_name}"
+
+
+def start_onboarding(tenants: list[Tenant], user=None, pause_s: float = 0):
+    """One onboarding job for these (already created, pending) tenants of one target."""
+    from console import jobs
+    from tenants import runners
+
+    single = tenants[0] if len(tenants) == 1 else None
+    params = {"tenant_ids": [t.pk for t in tenants]}
+    if pause_s:
+        params["pause_s"] = pause_s
+    return jobs.create(runners.ONBOARD, user=user, target=tenants[0].target, tenant=single,
+                       total=len(tenants) * len(Tenant.STEPS), params=params)

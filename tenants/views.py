@@ -95,7 +95,7 @@ def tenant_onboard(request):
         try:
             with transaction.atomic():
                 tenants = services.create_tenants(specs, form.cleaned_data["target"], request.user)
-                job = start_onboarding(tenants, user=request.user)
+                job = services.start_onboarding(tenants, user=request.user)
         except ValidationError as exc:
             for message in exc.messages:
                 form.add_error(None, message)
@@ -111,15 +111,6 @@ def tenant_onboard(request):
     return render(request, "tenants/tenant_onboard.html", {"form": form})
 
 
-def start_onboarding(tenants: list[Tenant], user=None, pause_s: float = 0) -> Job:
-    single = tenants[0] if len(tenants) == 1 else None
-    params = {"tenant_ids": [t.pk for t in tenants]}
-    if pause_s:
-        params["pause_s"] = pause_s
-    return jobs.create(runners.ONBOARD, user=user, target=tenants[0].target, tenant=single,
-                       total=len(tenants) * len(Tenant.STEPS), params=params)
-
-
 @require_POST
 @action("tenant.retry", OPERATOR)
 def tenant_retry(request, tenant_id):
@@ -127,7 +118,7 @@ def tenant_retry(request, tenant_id):
     with transaction.atomic():
         claimed = Tenant.objects.filter(pk=tenant.pk, state=Tenant.State.FAILED).update(state=Tenant.State.PENDING)
         if claimed:
-            job = start_onboarding([tenant], user=request.user)
+            job = services.start_onboarding([tenant], user=request.user)
     if not claimed:
         messages.error(request, "Only a tenant whose onboarding failed can be retried.")
         return redirect(tenant)

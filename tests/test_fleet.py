@@ -64,3 +64,11 @@ def test_it_bootstraps_roles_users_and_the_demo_fleet_idempotently(db, fleet, mo
         user = authenticate(username=role, password="demo-pass-for-test")
         assert user is not None and roles.primary_role(user) == role
     assert fleet.superuser_password not in out.getvalue()
+    from console.models import Job
+    from tenants.models import Tenant
+
+    demo = Tenant.objects.order_by("slug")
+    assert [(t.slug, t.strategy, t.state) for t in demo] == [
+        ("acme", "schema", "pending"), ("globex", "schema", "pending"), ("hooli", "shared", "pending"),
+        ("initech", "database", "pending"), ("umbrella", "shared", "pending")]
+    assert Job.objects.get(kind="tenants.onboard").params["tenant_ids"] == sorted(t.pk for t in demo)

@@ -63,8 +63,8 @@ def test_it_brings_every_tenant_of_a_target_to_head_in_one_job_and_lists_failure
         tenancy.create_schema(conn, broken.schema_name, tenancy.marker(broken.slug))
     services.migrate_location(primary, None, broken.schema_name, broken.slug, revision="0002")
     assert jobs.retry(job)
-    jobs.execute(job.pk)
-    job.refresh_from_db()
+    jobs.execute(job.pk)  # here, unless a worker of the suite already took it
+    job = jobs.wait_for(job.pk, timeout_s=60)
     assert job.state == Job.State.SUCCEEDED, job.error
     assert job.result["migrated_now"] == 1 and job.result["tenants"] == 7
     assert _version(primary, broken) == "0003"

@@ -53,6 +53,7 @@ class Command(BaseCommand):
             user.groups.set([Group.objects.get(name=name)])
         if not opts["no_fleet"]:
             self._register_fleet()
+            self._onboard_demo_tenants()
 
     def _register_fleet(self):
         for spec in demo_targets(os.environ):
@@ -61,3 +62,21 @@ class Command(BaseCommand):
             probe = services.probe_target(target)
             state = f"up, PostgreSQL {probe.server_version}" if probe.ok else f"DOWN: {probe.error}"
             self.stdout.write(f"  {target.name:14} {target.dsn_display():40} {state}")
+
+    def _onboard_demo_tenants(self):
+        """A few tenants of each strategy on demo-primary, onboarded by the worker once it runs."""
+        from tenants import services
+        from tenants.models import Tenant
+
+        if Tenant.objects.exists():
+            return
+        specs = [
+            services.TenantSpec("acme", "Acme Inc"),
+            services.TenantSpec("globex", "Globex Corporation"),
+            services.TenantSpec("initech", "Initech", Tenant.Strategy.DATABASE),
+            services.TenantSpec("umbrella", "Umbrella Corp", Tenant.Strategy.SHARED),
+            services.TenantSpec("hooli", "Hooli", Tenant.Strategy.SHARED),
+        ]
+        tenants = services.create_tenants(specs, Target.objects.get(name="demo-primary"))
+        job = services.start_onboarding(tenants)
+        self.stdout.write(f"  demo tenants: {', '.join(t.slug for t in tenants)} (onboarding job #{job.pk})")
