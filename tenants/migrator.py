@@ -130,9 +130,12 @@ def drift(conn: Connection, schema: str) -> list[str]:
     """Differences between the tables actually in `schema` and the application's metadata, found
     by Alembic's own comparison. Ignores the version table and anything outside the schema."""
 
+    # Alembic names the connection's default schema None (a database tenant's "public").
+    compared = None if schema == conn.dialect.default_schema_name else schema
+
     def include_name(name, type_, _parent):
         if type_ == "schema":
-            return name == schema
+            return name == compared
         if type_ == "table":
             return name != VERSION_TABLE
         return True
@@ -146,7 +149,7 @@ def drift(conn: Connection, schema: str) -> list[str]:
             "compare_type": True,
         },
     )
-    return [_describe(diff) for diff in compare_metadata(context, metadata_in(schema))]
+    return [_describe(diff) for diff in compare_metadata(context, metadata_in(compared))]
 
 
 _WORDING = {"add": "missing", "remove": "unexpected"}  # seen from the application's metadata

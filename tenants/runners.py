@@ -9,6 +9,7 @@ import time
 from django.db import transaction
 from django.utils import timezone
 
+from console import jobs
 from console.jobs import ClaimLost, JobCancelled, JobContext, runner
 from console.models import Target
 from tenants import migrator, services
@@ -69,10 +70,13 @@ def run_onboard(ctx: JobContext) -> dict:
         by_target.setdefault(tenant.target_id, []).append(tenant)
     for group in by_target.values():
         services.run_bounded(group, onboard, services.parallelism_for(group[0].target))
-    active = Tenant.objects.filter(pk__in=[t.pk for t in tenants], state=Tenant.State.ACTIVE).count()
+    active = list(Tenant.objects.filter(pk__in=[t.pk for t in tenants], state=Tenant.State.ACTIVE).values_list("pk", flat=True))
+    if active and ctx.params.get("measure_after"):
+        # Their first health measurement, so their pages show size, version and drift at once.
+        jobs.create(HEALTH, user=ctx.job.requested_by, params={"tenant_ids": active})
     if failures:
         raise TenantsFailed(_failure_summary(failures, len(tenants), "tenants"))
-    return {"tenants": len(tenants), "active": active, "head": migrator.head()}
+    return {"tenants": len(tenants), "active": len(active), "head": migrator.head()}
 
 
 def _onboard_one(ctx: JobContext, progress: _Progress, tenant: Tenant, pause_s: float) -> str | None:

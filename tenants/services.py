@@ -457,7 +457,7 @@ def start_onboarding(tenants: list[Tenant], user=None, pause_s: float = 0):
     from tenants import runners
 
     single = tenants[0] if len(tenants) == 1 else None
-    params = {"tenant_ids": [t.pk for t in tenants]}
+    params = {"tenant_ids": [t.pk for t in tenants], "measure_after": True}
     if pause_s:
         params["pause_s"] = pause_s
     return jobs.create(runners.ONBOARD, user=user, target=tenants[0].target, tenant=single,

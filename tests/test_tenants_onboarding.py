@@ -75,6 +75,8 @@ def test_it_onboards_a_database_tenant_with_its_version_table_in_its_database(tr
     assert job.state == Job.State.SUCCEEDED, job.error
     assert tenant.database_name == f"tenant_{tenant.slug}" and tenant.schema_name == "public"
     assert _fingerprint(tenant) == EXPECTED
+    health = services.measure(tenant)  # its tables live in its database's default schema
+    assert health.ok and health.drift == [] and health.version == migrator.head()
 
 
 def test_it_onboards_shared_tenants_under_forced_row_level_security(transactional_db, demo_targets):

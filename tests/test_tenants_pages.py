@@ -96,7 +96,7 @@ def test_it_onboards_from_the_form_and_from_a_csv_upload(db, demo_targets, clien
     response = client.post("/tenants/onboard/", {"target": primary.pk, "strategy": "schema", "slug": "solo", "name": "Solo"})
     solo = Tenant.objects.get(slug="solo")
     assert response.status_code == 302 and response["Location"] == f"/tenants/{solo.pk}/"
-    assert Job.objects.get(kind=runners.ONBOARD, tenant=solo).params == {"tenant_ids": [solo.pk]}
+    assert Job.objects.get(kind=runners.ONBOARD, tenant=solo).params == {"tenant_ids": [solo.pk], "measure_after": True}
 
     upload = SimpleUploadedFile("t.csv", b"slug,name,strategy\nbulk_a,Bulk A,\nbulk_b,Bulk B,shared\n", "text/csv")
     response = client.post("/tenants/onboard/", {"target": primary.pk, "strategy": "schema", "bulk": "bulk_c,Bulk C",
