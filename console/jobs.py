@@ -279,6 +279,18 @@ def reap_stale(now=None) -> list[int]:
     return reaped
 
 
+def run_from_command(job_id: int, *, run_here: bool, wait: bool) -> Job | None:
+    """For management commands: run the job in this process, or send it to the workers and, if
+    asked, wait for it. Returns the finished job, or None when it was only sent."""
+    if run_here:
+        execute(job_id)
+    else:
+        enqueue(job_id)
+        if not wait:
+            return None
+    return wait_for(job_id, timeout_s=24 * 3600)
+
+
 def wait_for(job_id: int, timeout_s: float = 60, poll_s: float = 0.2) -> Job:
     """Block until the job ends (management commands and tests)."""
     deadline = time.monotonic() + timeout_s

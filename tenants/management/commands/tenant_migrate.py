@@ -27,13 +27,9 @@ class Command(BaseCommand):
             settings.TENANT_PARALLELISM = max(1, opts["parallelism"])
         job = Job.objects.create(kind=runners.MIGRATE, target=target, params={"target_id": target.pk})
         self.stdout.write(f"job #{job.pk}: every active tenant on {target.name} to {migrator.head()}")
-        if opts["run_here"]:
-            jobs.execute(job.pk)
-        else:
-            jobs.enqueue(job.pk)
-            if not opts["wait"]:
-                return
-        job = jobs.wait_for(job.pk, timeout_s=24 * 3600)
+        job = jobs.run_from_command(job.pk, run_here=opts["run_here"], wait=opts["wait"])
+        if job is None:
+            return
         for line in job.log_lines.all():
             self.stdout.write(f"  {line.message}")
         if job.state != Job.State.SUCCEEDED:

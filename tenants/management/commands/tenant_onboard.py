@@ -53,13 +53,9 @@ class Command(BaseCommand):
         except ValidationError as exc:
             raise CommandError("\n".join(exc.messages)) from None
         self.stdout.write(f"job #{job.pk}: onboarding {len(tenants)} tenant(s) onto {target.name}")
-        if opts["run_here"]:
-            jobs.execute(job.pk)
-        else:
-            jobs.enqueue(job.pk)
-            if not opts["wait"]:
-                return
-        job = jobs.wait_for(job.pk, timeout_s=24 * 3600)
+        job = jobs.run_from_command(job.pk, run_here=opts["run_here"], wait=opts["wait"])
+        if job is None:
+            return
         for tenant in Tenant.objects.filter(pk__in=[t.pk for t in tenants]):
             detail = f" at {tenant.failed_step}: {tenant.error}" if tenant.state == Tenant.State.FAILED else ""
             self.stdout.write(f"  {tenant.slug:40} {tenant.state}{detail}")
