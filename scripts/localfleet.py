@@ -212,10 +212,10 @@ def init_replica(fleet: Fleet) -> None:
         return
     fleet.path("pg").mkdir(parents=True, exist_ok=True)
     chown_to_service_user(fleet.path("pg"))
-    conninfo = (
-        f"host=127.0.0.1 port={fleet.port('primary')} user=postgres "
-        f"password={fleet.superuser_password} application_name=demo-replica"
-    )
+    conninfo = f"host=127.0.0.1 port={fleet.port('primary')} user=postgres application_name=demo-replica"
+    # The password travels in the environment, never on a command line; -R still records it in
+    # primary_conninfo inside the replica's own data directory.
+    env = {**os.environ, "PGPASSWORD": fleet.superuser_password}
     as_service_user(
         [
             str(PG_BIN / "pg_basebackup"), "-d", conninfo, "-D", str(datadir),
@@ -223,6 +223,7 @@ def init_replica(fleet: Fleet) -> None:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )
     with open(datadir / "postgresql.conf", "a") as conf:
         conf.write(f"\n# the replica's own port\nport = {fleet.port('replica')}\n")
