@@ -48,7 +48,7 @@ if ! alive "$RUN/beat.pid"; then
   echo "[console] beat started"
 fi
 if ! alive "$RUN/web.pid"; then
-  .venv/bin/gunicorn console.wsgi --bind "127.0.0.1:$WEB_PORT" --workers 2 --threads 4 --daemon \
+  .venv/bin/gunicorn console.wsgi --bind "127.0.0.1:$WEB_PORT" --workers 2 --threads 4 --daemon --no-control-socket \
     --pid "$RUN/web.pid" --access-logfile "$LOG/web-access.log" --error-logfile "$LOG/web.log"
   echo "[console] web started"
 fi
