@@ -84,7 +84,26 @@ class AuditFilterForm(forms.Form):
     since = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
     until = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
 
+    LOOKUPS = {"actor": "actor_username__icontains", "action": "action__icontains", "outcome": "outcome",
+               "object_type": "object_type__icontains", "since": "created_at__gte", "until": "created_at__lte"}
+
+    def filter(self, events):
+        return _filtered(self, events)
+
 
 class JobFilterForm(forms.Form):
     kind = forms.CharField(required=False)
     state = forms.ChoiceField(required=False, choices=[("", "any state"), *Job.State.choices])
+
+    LOOKUPS = {"kind": "kind__icontains", "state": "state"}
+
+    def filter(self, jobs):
+        return _filtered(self, jobs)
+
+
+def _filtered(form, queryset):
+    """The queryset narrowed by every filled-in field of a filter form (LOOKUPS: field -> lookup)."""
+    if not form.is_valid():
+        return queryset
+    chosen = {lookup: form.cleaned_data[field] for field, lookup in form.LOOKUPS.items() if form.cleaned_data[field]}
+    return queryset.filter(**chosen)

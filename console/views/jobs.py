@@ -14,12 +14,7 @@ from console.roles import OPERATOR, action
 
 def job_list(request):
     form = JobFilterForm(request.GET or None)
-    queryset = Job.objects.select_related("target", "requested_by")
-    if form.is_valid():
-        if form.cleaned_data["kind"]:
-            queryset = queryset.filter(kind__icontains=form.cleaned_data["kind"])
-        if form.cleaned_data["state"]:
-            queryset = queryset.filter(state=form.cleaned_data["state"])
+    queryset = form.filter(Job.objects.select_related("target", "requested_by"))
     page = Paginator(queryset, 50).get_page(request.GET.get("page"))
     live = any(not job.is_finished for job in page)
     context = {"form": form, "page": page, "live": live}

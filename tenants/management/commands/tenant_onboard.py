@@ -1,13 +1,13 @@
 """Onboard one tenant, or many from a CSV file (slug,name[,strategy]), as one job."""
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from console import jobs
-from console.models import Job, Target
+from console.models import Job
 from tenants import runners, services
+from tenants.management.jobcommand import add_job_arguments, target_and_parallelism
 from tenants.forms import parse_lines
 from tenants.models import Tenant
 
@@ -16,21 +16,14 @@ class Command(BaseCommand):
     help = "Onboard tenants onto a target: --slug/--name for one, --csv FILE for many."
 
     def add_arguments(self, parser):
-        parser.add_argument("--target", required=True, help="target name")
+        add_job_arguments(parser)
         parser.add_argument("--slug")
         parser.add_argument("--name", default="")
         parser.add_argument("--strategy", choices=Tenant.Strategy.values, default=Tenant.Strategy.SCHEMA)
         parser.add_argument("--csv", help="file of slug,name[,strategy] lines (a header line is allowed)")
-        parser.add_argument("--run-here", action="store_true",
-                            help="run the job in this process instead of on a worker, and wait for it")
-        parser.add_argument("--wait", action="store_true", help="wait for the worker to finish the job")
-        parser.add_argument("--parallelism", type=int, help=f"tenants at once (default TENANT_PARALLELISM={settings.TENANT_PARALLELISM})")
 
     def handle(self, *args, **opts):
-        try:
-            target = Target.objects.get(name=opts["target"])
-        except Target.DoesNotExist:
-            raise CommandError(f"no target named {opts['target']!r}") from None
+        target = target_and_parallelism(opts)
         specs = []
         if opts["slug"]:
             specs.append(services.TenantSpec(opts["slug"], opts["name"] or opts["slug"], opts["strategy"]))
@@ -42,8 +35,6 @@ class Command(BaseCommand):
                     raise CommandError(" ".join(exc.messages)) from None
         if not specs:
             raise CommandError("give --slug, or --csv FILE")
-        if opts["parallelism"]:
-            settings.TENANT_PARALLELISM = max(1, opts["parallelism"])
         try:
             with transaction.atomic():
                 tenants = services.create_tenants(specs, target)
