@@ -123,7 +123,7 @@ def test_it_accepts_htmx_posts_with_the_csrf_header_only(users, demo_targets):
     client.force_login(users["operator"])
     page = client.get(f"/fleet/targets/{demo_targets['demo-primary'].pk}/")
     token = page.cookies["csrftoken"].value
-    assert f'"x-csrftoken": "' in page.content.decode()  # hx-headers on <body>
+    assert '"x-csrftoken": "' in page.content.decode()  # hx-headers on <body>
     url = f"/fleet/targets/{demo_targets['demo-primary'].pk}/test/"
     assert client.post(url, HTTP_HX_REQUEST="true").status_code == 403
     response = client.post(url, HTTP_HX_REQUEST="true", HTTP_X_CSRFTOKEN=token)

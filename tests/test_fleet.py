@@ -3,7 +3,6 @@
 import io
 
 import psycopg
-import pytest
 from django.contrib.auth import authenticate
 from django.core.management import call_command
 

@@ -4,7 +4,6 @@ import threading
 import time
 
 import psycopg
-import pytest
 from sqlalchemy import text
 
 from console import engines

@@ -3,7 +3,6 @@ still sees one tenant only; no tenant set sees nothing), tenant binding per tran
 survives PgBouncer's transaction pooling, and hostile slugs refused before any SQL."""
 
 import threading
-import uuid
 
 import pytest
 import sqlalchemy
@@ -16,20 +15,9 @@ from console.pg import tenancy
 from tenants import runners, services
 from tenants.forms import OnboardForm
 from tenants.models import Tenant, validate_tenant_slug
+from tests.tenant_helpers import onboard, unique_slug
 
 APP_ROLE = "fleet_app"
-
-
-def _slug(prefix):
-    return f"{prefix}_{uuid.uuid4().hex[:6]}"
-
-
-def _onboard(target, *specs):
-    tenants = services.create_tenants([services.TenantSpec(*spec) for spec in specs], target)
-    job = Job.objects.create(kind=runners.ONBOARD, params={"tenant_ids": [t.pk for t in tenants]})
-    jobs.execute(job.pk)
-    assert Job.objects.get(pk=job.pk).state == Job.State.SUCCEEDED
-    return [Tenant.objects.get(pk=t.pk) for t in tenants]
 
 
 def _add_documents(target, tenant, titles):
@@ -46,7 +34,7 @@ def _add_documents(target, tenant, titles):
 @pytest.fixture
 def shared_pair(transactional_db, demo_targets):
     primary = demo_targets["demo-primary"]
-    a, b = _onboard(primary, (_slug("rla"), "RLS A", "shared"), (_slug("rlb"), "RLS B", "shared"))
+    a, b = onboard(primary, (unique_slug("rla"), "RLS A", "shared"), (unique_slug("rlb"), "RLS B", "shared"))
     _add_documents(primary, a, ["a-plan", "a-budget"])
     _add_documents(primary, b, ["b-secret"])
     return primary, a, b
@@ -100,8 +88,8 @@ def test_it_binds_tenants_per_transaction_through_pgbouncer(transactional_db, de
     each bound to one of four tenants (two schema, two shared). Every transaction sees its own
     tenant only, and an unbound transaction right after sees none: nothing leaks between clients."""
     primary, bouncer = demo_targets["demo-primary"], demo_targets["demo-bouncer"]
-    tenants = _onboard(primary, (_slug("pba"), "PgB A"), (_slug("pbb"), "PgB B"),
-                       (_slug("pbc"), "PgB C", "shared"), (_slug("pbd"), "PgB D", "shared"))
+    tenants = onboard(primary, (unique_slug("pba"), "PgB A"), (unique_slug("pbb"), "PgB B"),
+                       (unique_slug("pbc"), "PgB C", "shared"), (unique_slug("pbd"), "PgB D", "shared"))
     assert bouncer.behind_pgbouncer
     wrong, leaks, backends = [], [], set()
     lock = threading.Lock()

@@ -2,7 +2,6 @@
 idempotent, resumable after a SIGKILLed worker, failing with the step and the error, retried."""
 
 import time
-import uuid
 
 import pytest
 from django.core.management import call_command
@@ -13,10 +12,7 @@ from console.models import Job
 from console.pg import tenancy
 from tenants import migrator, runners, services
 from tenants.models import Tenant
-
-
-def _slug(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:6]}"
+from tests.tenant_helpers import unique_slug
 
 
 def _run_here(kind: str, params: dict, **fields) -> Job:
@@ -52,7 +48,7 @@ EXPECTED = {"tables": ["alembic_version", "document_versions", "documents", "fol
 
 def test_it_onboards_a_schema_tenant_through_every_step(transactional_db, demo_targets):
     primary = demo_targets["demo-primary"]
-    job, [tenant] = _onboard_here(primary, (_slug("acme"), "Acme Inc"))
+    job, [tenant] = _onboard_here(primary, (unique_slug("acme"), "Acme Inc"))
 
     assert job.state == Job.State.SUCCEEDED, job.error
     assert tenant.state == Tenant.State.ACTIVE and tenant.onboarding_step == "activate"
@@ -71,7 +67,7 @@ def test_it_onboards_a_schema_tenant_through_every_step(transactional_db, demo_t
 
 
 def test_it_onboards_a_database_tenant_with_its_version_table_in_its_database(transactional_db, demo_targets):
-    job, [tenant] = _onboard_here(demo_targets["demo-primary"], (_slug("dbt"), "Database tenant", "database"))
+    job, [tenant] = _onboard_here(demo_targets["demo-primary"], (unique_slug("dbt"), "Database tenant", "database"))
     assert job.state == Job.State.SUCCEEDED, job.error
     assert tenant.database_name == f"tenant_{tenant.slug}" and tenant.schema_name == "public"
     assert _fingerprint(tenant) == EXPECTED
@@ -80,8 +76,8 @@ def test_it_onboards_a_database_tenant_with_its_version_table_in_its_database(tr
 
 
 def test_it_onboards_shared_tenants_under_forced_row_level_security(transactional_db, demo_targets):
-    job, tenants = _onboard_here(demo_targets["demo-primary"], (_slug("sha"), "Shared A", "shared"),
-                                 (_slug("shb"), "Shared B", "shared"))
+    job, tenants = _onboard_here(demo_targets["demo-primary"], (unique_slug("sha"), "Shared A", "shared"),
+                                 (unique_slug("shb"), "Shared B", "shared"))
     assert job.state == Job.State.SUCCEEDED, job.error
     schema = tenants[0].schema_name
     with engines.connect(demo_targets["demo-primary"], rollback=True) as conn:
@@ -99,8 +95,8 @@ def test_it_onboards_shared_tenants_under_forced_row_level_security(transactiona
 
 
 def test_it_runs_every_step_again_without_doing_anything_twice(transactional_db, demo_targets):
-    _job, [tenant] = _onboard_here(demo_targets["demo-primary"], (_slug("again"), "Again"))
-    _job, [shared] = _onboard_here(demo_targets["demo-primary"], (_slug("again"), "Again shared", "shared"))
+    _job, [tenant] = _onboard_here(demo_targets["demo-primary"], (unique_slug("again"), "Again"))
+    _job, [shared] = _onboard_here(demo_targets["demo-primary"], (unique_slug("again"), "Again shared", "shared"))
     for onboarded in (tenant, shared):
         before = _fingerprint(onboarded)
         messages = {step: services.STEP_FUNCTIONS[step](onboarded) for step in Tenant.STEPS}
@@ -111,7 +107,7 @@ def test_it_runs_every_step_again_without_doing_anything_twice(transactional_db,
 
 def test_it_fails_with_the_step_and_the_error_and_retries_from_there(transactional_db, demo_targets, client_as):
     primary = demo_targets["demo-primary"]
-    slug = _slug("clash")
+    slug = unique_slug("clash")
     with engines.connect(primary) as conn:  # someone else's schema, with a table, under the same name
         conn.execute(text(f'CREATE SCHEMA "tenant_{slug}"'))
         conn.execute(text(f'CREATE TABLE "tenant_{slug}".theirs (id int)'))
@@ -142,7 +138,7 @@ def test_it_fails_with_the_step_and_the_error_and_retries_from_there(transaction
 @pytest.mark.worker
 def test_it_continues_after_the_worker_is_killed_and_ends_in_the_same_state(transactional_db, demo_targets, live_worker):
     primary = demo_targets["demo-primary"]
-    tenants = services.create_tenants([services.TenantSpec(_slug("kill"), "Killed") for _ in range(3)], primary)
+    tenants = services.create_tenants([services.TenantSpec(unique_slug("kill"), "Killed") for _ in range(3)], primary)
     job = jobs.create(runners.ONBOARD, target=primary, params={"tenant_ids": [t.pk for t in tenants], "pause_s": 0.4})
     deadline = time.monotonic() + 60
     while Job.objects.get(pk=job.pk).progress_done < 4:
@@ -172,7 +168,7 @@ def test_it_continues_after_the_worker_is_killed_and_ends_in_the_same_state(tran
 
 
 def test_it_onboards_in_bulk_from_a_csv_with_the_management_command(transactional_db, demo_targets, tmp_path):
-    slugs = [_slug("csv") for _ in range(4)]
+    slugs = [unique_slug("csv") for _ in range(4)]
     csv_file = tmp_path / "tenants.csv"
     csv_file.write_text("slug,name,strategy\n" + "\n".join(f"{s},Tenant {s}," for s in slugs[:3])
                         + f"\n{slugs[3]},Shared {slugs[3]},shared\n")

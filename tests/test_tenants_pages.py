@@ -1,7 +1,6 @@
 """Tenant pages (list with filters and health at a glance, tenant page with size, rows, version
 against head and Alembic drift), health measured by a job, and offboarding with four eyes."""
 
-import uuid
 from pathlib import Path
 
 import pytest
@@ -10,19 +9,9 @@ from sqlalchemy import text
 
 from console import engines, jobs
 from console.models import AuditEvent, Job
-from tenants import runners, services
+from tenants import runners
 from tenants.models import Tenant, TenantHealth
-
-
-def _slug(prefix):
-    return f"{prefix}_{uuid.uuid4().hex[:6]}"
-
-
-def _onboard(target, *specs):
-    tenants = services.create_tenants([services.TenantSpec(*spec) for spec in specs], target)
-    job = Job.objects.create(kind=runners.ONBOARD, params={"tenant_ids": [t.pk for t in tenants]})
-    jobs.execute(job.pk)
-    return [Tenant.objects.get(pk=t.pk) for t in tenants]
+from tests.tenant_helpers import onboard, unique_slug
 
 
 def _run_latest(kind):
@@ -33,7 +22,7 @@ def _run_latest(kind):
 
 def test_it_measures_health_with_a_job_and_shows_drift_on_the_tenant_page(transactional_db, demo_targets, client_as):
     primary = demo_targets["demo-primary"]
-    clean, drifting = _onboard(primary, (_slug("clean"), "Clean Co"), (_slug("drift"), "Drift Co"))
+    clean, drifting = onboard(primary, (unique_slug("clean"), "Clean Co"), (unique_slug("drift"), "Drift Co"))
     with engines.connect(primary) as conn:  # someone changed the schema by hand
         conn.execute(text(f'ALTER TABLE "{drifting.schema_name}".documents ADD COLUMN legacy_flag boolean'))
         conn.execute(text(f'DROP INDEX "{drifting.schema_name}".ix_documents_owner_id'))
@@ -119,7 +108,7 @@ def test_it_onboards_from_the_form_and_from_a_csv_upload(db, demo_targets, clien
 def test_it_offboards_after_a_second_person_approves_keeping_a_dump(strategy, transactional_db, demo_targets, users,
                                                                     client, tmp_path):
     primary = demo_targets["demo-primary"]
-    [tenant] = _onboard(primary, (_slug("bye"), "Leaving Co", strategy))
+    [tenant] = onboard(primary, (unique_slug("bye"), "Leaving Co", strategy))
     from django.contrib.auth.models import Group
 
     other_approver = users["approver"]

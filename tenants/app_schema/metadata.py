@@ -2,7 +2,7 @@
 (alembic.autogenerate.compare_metadata); keep it equal to what the revisions build."""
 
 from sqlalchemy import (
-    BigInteger, Column, DateTime, ForeignKey, ForeignKeyConstraint, Index, Integer, MetaData, String,
+    BigInteger, Column, DateTime, ForeignKey, Index, Integer, MetaData, String,
     Table, Text, UniqueConstraint, func, text,
 )
 
