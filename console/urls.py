@@ -20,6 +20,9 @@ class SignedIntConverter:
 
 register_converter(SignedIntConverter, "sint")
 
+# 400, 403 and 404 are Django's own views rendering our templates; the 500 page shows the request id.
+handler500 = "console.views.errors.server_error"
+
 urlpatterns = [
     path("", RedirectView.as_view(url="/fleet/", permanent=False)),
     path("healthz", health.healthz, name="healthz"),

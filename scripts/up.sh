@@ -48,8 +48,10 @@ if ! alive "$RUN/beat.pid"; then
   echo "[console] beat started"
 fi
 if ! alive "$RUN/web.pid"; then
+  # --capture-output: the console's own log (stderr), 500s with their tracebacks, goes to web.log
+  # too; a daemon's stderr would otherwise be lost.
   .venv/bin/gunicorn console.wsgi --bind "127.0.0.1:$WEB_PORT" --workers 2 --threads 4 --daemon --no-control-socket \
-    --pid "$RUN/web.pid" --access-logfile "$LOG/web-access.log" --error-logfile "$LOG/web.log"
+    --pid "$RUN/web.pid" --access-logfile "$LOG/web-access.log" --error-logfile "$LOG/web.log" --capture-output
   echo "[console] web started"
 fi
 fetch() { .venv/bin/python -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=3)" "$1" 2>/dev/null; }
