@@ -38,9 +38,9 @@ class TargetUnavailable(TargetError):
 
 
 _lock = threading.Lock()
-# (target id, database): None is the target's own database; others are databases on the same
-# server (database-per-tenant), reached with the target's credentials.
-_engines: dict[tuple[int, str | None], tuple[str, Engine]] = {}
+# (target id, database, credential): database None is the target's own; others are databases on
+# the same server (database-per-tenant). credential is "monitor" or "change" (see Target.credential).
+_engines: dict[tuple[int, str | None, str], tuple[str, Engine]] = {}
 
 
 @dataclass
@@ -120,11 +120,12 @@ def _watch_slow_statements(engine: Engine, target) -> None:
             slow_statement_sink(target_id, elapsed_s * 1000, statement)
 
 
-def _url(target, database: str | None = None) -> URL:
+def _url(target, database: str | None = None, credential: str = "monitor") -> URL:
+    login = target.credential(credential)
     return URL.create(
         "postgresql+psycopg",
-        username=target.username,
-        password=target.password(),
+        username=login.username,
+        password=login.password(),
         host=target.host,
         port=target.port,
         database=database or target.dbname,
@@ -135,6 +136,7 @@ def _connect_args(target) -> dict:
     args = {
         "connect_timeout": target.connect_timeout_s or settings.TARGET_CONNECT_TIMEOUT_S,
         "application_name": f"{settings.ENGINE_APPLICATION_NAME}:{target.name}"[:63],
+        "require_auth": settings.TARGET_REQUIRE_AUTH,
     }
     if target.behind_pgbouncer:
         # Transaction pooling hands each transaction any server connection: no prepared statements.
@@ -142,27 +144,29 @@ def _connect_args(target) -> dict:
     return args
 
 
-def _create_engine(target, database: str | None = None) -> Engine:
+def _create_engine(target, database: str | None = None, credential: str = "monitor") -> Engine:
     engine = sqlalchemy.create_engine(
-        _url(target, database),
-        # A server has room for few idle connections per extra database: keep one, grow while busy.
-        pool_size=target.pool_size if database is None else 1,
+        _url(target, database, credential),
+        # A server has room for few idle connections per extra database or for the change
+        # credential's jobs: keep one, grow while busy.
+        pool_size=target.pool_size if database is None and credential == "monitor" else 1,
         max_overflow=target.max_overflow,
         pool_timeout=target.pool_timeout_s,
         pool_recycle=target.pool_recycle_s,
         pool_pre_ping=True,
         pool_use_lifo=True,
         connect_args=_connect_args(target),
-        logging_name=target.name if database is None else f"{target.name}/{database}",
+        logging_name=f"{target.name}/{database or target.dbname}/{credential}",
         hide_parameters=True,
     )
     _watch_slow_statements(engine, target)
     return engine
 
 
-def engine_for(target, database: str | None = None) -> Engine:
-    """The engine for the target's database, or for another database on the same server."""
-    key = (target.pk, database)
+def engine_for(target, database: str | None = None, credential: str = "monitor") -> Engine:
+    """The engine for the target's database, or for another database on the same server, logged
+    in with the target's monitor or change credential."""
+    key = (target.pk, database, credential)
     fingerprint = target.connection_fingerprint()
     current = _engines.get(key)
     if current and current[0] == fingerprint:
@@ -173,7 +177,7 @@ def engine_for(target, database: str | None = None) -> Engine:
             return current[1]
         if current:
             current[1].dispose()
-        engine = _create_engine(target, database)
+        engine = _create_engine(target, database, credential)
         _engines[key] = (fingerprint, engine)
     _start_publisher()
     return engine
@@ -200,8 +204,12 @@ def dispose_all(close: bool = True) -> None:
 
 
 def engines_snapshot() -> dict[int, Engine]:
-    """The engines of the targets' own databases, by target id."""
-    return {target_id: engine for (target_id, database), (_fp, engine) in list(_engines.items()) if database is None}
+    """The monitor engines of the targets' own databases (what pages and samplers use), by target id."""
+    return {
+        target_id: engine
+        for (target_id, database, credential), (_fp, engine) in list(_engines.items())
+        if database is None and credential == "monitor"
+    }
 
 
 def _explain(target, exc: Exception) -> TargetError:
@@ -215,11 +223,12 @@ def _explain(target, exc: Exception) -> TargetError:
         return TargetUnavailable(f"{target.name}: {exc}")
     original = getattr(exc, "orig", None) or exc
     message = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
-    try:
-        password = target.password()
-    except SecretUnavailable:
-        password = None
-    return TargetUnavailable(f"{target.name}: {redact(message, password)}")
+    if "authentication method requirement" in message:
+        message += (
+            f" (the console accepts only {settings.TARGET_REQUIRE_AUTH}, TARGET_REQUIRE_AUTH: give this "
+            "role a SCRAM password and a scram-sha-256 line in pg_hba.conf)"
+        )
+    return TargetUnavailable(f"{target.name}: {redact(message, *target.known_passwords())}")
 
 
 def _set_timeouts(conn: Connection, statement_timeout_ms: int | None, lock_timeout_ms: int | None) -> None:
@@ -235,9 +244,9 @@ def _set_timeouts(conn: Connection, statement_timeout_ms: int | None, lock_timeo
     )
 
 
-def _checkout(target, database: str | None = None) -> Connection:
+def _checkout(target, database: str | None = None, credential: str = "monitor") -> Connection:
     try:
-        return engine_for(target, database).connect()
+        return engine_for(target, database, credential).connect()
     except (sqlalchemy.exc.SQLAlchemyError, SecretUnavailable, OSError) as exc:
         if isinstance(exc, sqlalchemy.exc.TimeoutError):
             _count(target, checkout_timeouts=1)
@@ -248,6 +257,7 @@ def _checkout(target, database: str | None = None) -> Connection:
 def connect(
     target,
     *,
+    credential: str = "monitor",
     database: str | None = None,
     statement_timeout_ms: int | None = None,
     lock_timeout_ms: int | None = None,
@@ -255,10 +265,11 @@ def connect(
     isolation_level: str | None = None,
 ) -> Iterator[Connection]:
     """A pooled connection in a transaction with its own timeouts; rolled back if asked.
-    `database` reaches another database on the target's server; `isolation_level` changes the
-    transaction's (a dump reads every table in one REPEATABLE READ snapshot)."""
+    `credential` is "monitor" (pages, samplers, EXPLAIN: the default) or "change" (jobs that change
+    schema or data); `database` reaches another database on the target's server; `isolation_level`
+    changes the transaction's (a dump reads every table in one REPEATABLE READ snapshot)."""
     started = time.perf_counter()
-    conn = _checkout(target, database)
+    conn = _checkout(target, database, credential)
     checked_out = time.perf_counter()
     wait_s = checked_out - started
     _count(target, checkouts=1, checkout_wait_s_total=wait_s, checkout_wait_s_max=wait_s)
@@ -282,9 +293,9 @@ def connect(
 
 
 @contextmanager
-def autocommit(target) -> Iterator[Connection]:
+def autocommit(target, credential: str = "change") -> Iterator[Connection]:
     """A connection to the target's database outside any transaction (CREATE/DROP DATABASE)."""
-    with _checkout(target) as conn:
+    with _checkout(target, None, credential) as conn:
         yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
@@ -295,31 +306,50 @@ class Probe:
     connect_ms: float | None = None
     server_version: str = ""
     in_recovery: bool | None = None
+    is_superuser: bool | None = None
+    change_error: str = ""
     error: str = ""
 
 
-def probe(target) -> Probe:
-    """A fresh connection (not the pool's), so that the test proves the network and the login."""
+def _probe_once(target, credential: str) -> tuple[dict, float, float]:
     from console.pg import server
 
     started = time.perf_counter()
+    engine = sqlalchemy.create_engine(
+        _url(target, credential=credential), poolclass=NullPool, connect_args=_connect_args(target)
+    )
     try:
-        engine = sqlalchemy.create_engine(_url(target), poolclass=NullPool, connect_args=_connect_args(target))
-        try:
-            with engine.connect() as conn:
-                connected = time.perf_counter()
-                with conn.begin():
-                    _set_timeouts(conn, 2000, 1000)
-                    info = server.identity(conn)
-                    finished = time.perf_counter()
-        finally:
-            engine.dispose()
-    except (sqlalchemy.exc.SQLAlchemyError, SecretUnavailable, OSError) as exc:
+        with engine.connect() as conn:
+            connected = time.perf_counter()
+            with conn.begin():
+                _set_timeouts(conn, 2000, 1000)
+                info = server.identity(conn)
+                finished = time.perf_counter()
+    finally:
+        engine.dispose()
+    return info, connected - started, finished - connected
+
+
+def probe(target) -> Probe:
+    """Fresh connections (not the pool's), so that the test proves the network and the logins:
+    the monitor credential's always, the change credential's when the target has one."""
+    errors = (sqlalchemy.exc.SQLAlchemyError, SecretUnavailable, OSError)
+    try:
+        info, connect_s, query_s = _probe_once(target, "monitor")
+    except errors as exc:
         return Probe(ok=False, error=str(_explain(target, exc)))
+    change_error = ""
+    if target.change_username:
+        try:
+            _probe_once(target, "change")
+        except errors as exc:
+            change_error = f"change credential: {_explain(target, exc)}"
     return Probe(
         ok=True,
-        latency_ms=round((finished - connected) * 1000, 2),
-        connect_ms=round((connected - started) * 1000, 2),
+        latency_ms=round(query_s * 1000, 2),
+        connect_ms=round(connect_s * 1000, 2),
         server_version=info["server_version"],
         in_recovery=info["in_recovery"],
+        is_superuser=info["is_superuser"],
+        change_error=change_error,
     )

@@ -1,27 +1,40 @@
 from django import forms
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 
 from console.models import Job, Target
 from console.validators import validate_tags
 
 
-class TargetForm(forms.ModelForm):
-    password = forms.CharField(
+def _password_field(label: str) -> forms.CharField:
+    return forms.CharField(
+        label=label,
         required=False,
         strip=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="Stored encrypted. Leave empty to keep the current one.",
     )
+
+
+class TargetForm(forms.ModelForm):
+    password = _password_field("Monitor password")
+    change_password = _password_field("Change password")
     tags_text = forms.CharField(label="Tags", required=False, help_text="Comma separated.")
     save_unreachable = forms.BooleanField(
         label="Save even if the connection test fails", required=False
     )
 
+    field_order = [
+        "name", "role", "upstream", "host", "port", "dbname", "username", "password_env", "password",
+        "change_username", "change_password_env", "change_password",
+    ]
+
     class Meta:
         model = Target
         fields = [
             "name", "role", "upstream", "host", "port", "dbname", "username", "password_env",
-            "pool_size", "max_overflow", "pool_timeout_s", "pool_recycle_s", "connect_timeout_s",
+            "change_username", "change_password_env", "pool_size", "max_overflow", "pool_timeout_s",
+            "pool_recycle_s", "connect_timeout_s", "heartbeat_enabled",
         ]
 
     def __init__(self, *args, **kwargs):
@@ -32,6 +45,11 @@ class TargetForm(forms.ModelForm):
             upstream = upstream.exclude(pk=self.instance.pk)
         self.fields["upstream"].queryset = upstream
         self.fields["port"].widget.attrs.update(min=1, max=65535)
+        for name in BOUNDED_FIELDS:
+            low, high = _bounds(name)
+            field = self.fields[name]
+            field.widget.attrs.update(min=low, max=high)
+            field.help_text = " ".join(filter(None, [str(field.help_text), f"Between {low:g} and {high:g}."]))
 
     def clean_port(self):
         port = self.cleaned_data["port"]
@@ -44,12 +62,6 @@ class TargetForm(forms.ModelForm):
         validate_tags(tags)
         return tags
 
-    def clean_pool_size(self):
-        size = self.cleaned_data["pool_size"]
-        if not 1 <= size <= 100:
-            raise ValidationError("Pool size is between 1 and 100.")
-        return size
-
     def clean(self):
         data = super().clean()
         role, upstream = data.get("role"), data.get("upstream")
@@ -57,21 +69,42 @@ class TargetForm(forms.ModelForm):
             self.add_error("upstream", "A replica or PgBouncer needs the primary it follows or fronts.")
         if role in (Target.Role.PRIMARY, Target.Role.SCRATCH) and upstream:
             self.add_error("upstream", "Only replicas and PgBouncers have an upstream.")
-        if data.get("password") and data.get("password_env"):
-            self.add_error("password", "Give a password or an environment variable, not both.")
+        for prefix in ("", "change_"):
+            if data.get(f"{prefix}password") and data.get(f"{prefix}password_env"):
+                self.add_error(f"{prefix}password", "Give a password or an environment variable, not both.")
+        if (data.get("change_password") or data.get("change_password_env")) and not data.get("change_username"):
+            self.add_error("change_username", "A change password needs its user.")
+        if data.get("change_username") and data.get("change_username") == data.get("username"):
+            self.add_error("change_username", "Use another role than the monitor user: the monitor role must not own schemas.")
+        if data.get("heartbeat_enabled") and role != Target.Role.PRIMARY:
+            self.add_error("heartbeat_enabled", "Only a primary writes the heartbeat its standbys read.")
         return data
 
     def save(self, commit=True):
         target = super().save(commit=False)
         target.tags = self.cleaned_data["tags_text"]
-        if self.cleaned_data.get("password"):
-            target.set_password(self.cleaned_data["password"])
-            target.password_env = ""
-        elif self.cleaned_data.get("password_env"):
-            target.password_encrypted = ""
+        for prefix, credential in (("", "monitor"), ("change_", "change")):
+            if self.cleaned_data.get(f"{prefix}password"):
+                target.set_password(self.cleaned_data[f"{prefix}password"], credential)
+                setattr(target, f"{prefix}password_env", "")
+            elif self.cleaned_data.get(f"{prefix}password_env"):
+                setattr(target, f"{prefix}password_encrypted", "")
+        if not target.change_username:
+            target.change_password_env = target.change_password_encrypted = ""
         if commit:
             target.save()
         return target
+
+
+BOUNDED_FIELDS = ("pool_size", "max_overflow", "pool_timeout_s", "pool_recycle_s", "connect_timeout_s")
+
+
+def _bounds(name: str) -> tuple[float, float]:
+    """The limits of a Target number field, from its model validators (rendered as min/max too)."""
+    validators = Target._meta.get_field(name).validators
+    low = next(v.limit_value for v in validators if isinstance(v, MinValueValidator))
+    high = next(v.limit_value for v in validators if isinstance(v, MaxValueValidator))
+    return low, high
 
 
 class AuditFilterForm(forms.Form):

@@ -1,8 +1,10 @@
 import hashlib
 import os
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -14,6 +16,38 @@ from console.validators import (
     validate_tags,
     validate_target_name,
 )
+
+
+def _between(low, high):
+    return [MinValueValidator(low), MaxValueValidator(high)]
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One login of the console on a target: *monitor* (pg_monitor, never a superuser) for
+    samplers, pages and EXPLAIN; *change* (the schema owner) for jobs that change schema or data."""
+
+    purpose: str
+    username: str
+    password_env: str
+    password_encrypted: str
+
+    def password(self) -> str | None:
+        if self.password_env:
+            secrets.check_env_name_allowed(self.password_env)
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise secrets.SecretUnavailable(
+                    f"The environment variable {self.password_env} is not set in this process; "
+                    "set it for the web and worker processes, or store the password instead."
+                )
+            return value
+        if self.password_encrypted:
+            return secrets.decrypt(self.password_encrypted)
+        return None
+
+
+CREDENTIALS = ("monitor", "change")
 
 
 class Target(models.Model):
@@ -43,21 +77,41 @@ class Target(models.Model):
     host = models.CharField(max_length=253, validators=[validate_host])
     port = models.PositiveIntegerField(default=5432)
     dbname = models.CharField("database", max_length=63, validators=[validate_pg_name])
-    username = models.CharField("user", max_length=63, validators=[validate_pg_name])
+    # The monitor credential: samplers, pages, EXPLAIN, cancel/terminate.
+    username = models.CharField(
+        "monitor user", max_length=63, validators=[validate_pg_name],
+        help_text="A role with pg_monitor and pg_signal_backend (and pg_read_all_data for EXPLAIN), never a superuser.",
+    )
     password_env = models.CharField(
-        "password environment variable",
+        "monitor password environment variable",
         max_length=128,
         blank=True,
         validators=[validate_env_name],
         help_text="Read the password from this environment variable of the console's processes.",
     )
     password_encrypted = models.TextField(blank=True, editable=False)
+    # The change credential: onboarding, migrations, backfills, restores.
+    change_username = models.CharField(
+        "change user", max_length=63, blank=True, validators=[validate_pg_name],
+        help_text="The schema owner, for jobs that change schema or data. Empty: such jobs are refused.",
+    )
+    change_password_env = models.CharField(
+        "change password environment variable", max_length=128, blank=True, validators=[validate_env_name],
+    )
+    change_password_encrypted = models.TextField(blank=True, editable=False)
 
-    pool_size = models.PositiveSmallIntegerField(default=5)
-    max_overflow = models.PositiveSmallIntegerField(default=2)
-    pool_timeout_s = models.FloatField(default=5.0)
-    pool_recycle_s = models.PositiveIntegerField(default=300)
-    connect_timeout_s = models.PositiveSmallIntegerField(default=3)
+    pool_size = models.PositiveSmallIntegerField(default=5, validators=_between(1, 100))
+    max_overflow = models.PositiveSmallIntegerField(default=2, validators=_between(0, 100))
+    pool_timeout_s = models.FloatField("checkout timeout (s)", default=5.0, validators=_between(0.1, 300))
+    pool_recycle_s = models.PositiveIntegerField("recycle after (s)", default=300, validators=_between(10, 86400))
+    connect_timeout_s = models.PositiveSmallIntegerField(
+        "connect timeout (s)", default=3, validators=_between(1, 60),
+        help_text="0 would mean wait forever in libpq: at least 1 s.",
+    )
+    heartbeat_enabled = models.BooleanField(
+        "write a heartbeat", default=False,
+        help_text="Primaries only: the sampler writes a row per round into fleet_console.heartbeat, so standbys measure their lag from it.",
+    )
     tags = models.JSONField(default=list, blank=True, validators=[validate_tags])
 
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.UNKNOWN)
@@ -67,6 +121,7 @@ class Target(models.Model):
     last_latency_ms = models.FloatField(null=True, blank=True)
     server_version = models.CharField(max_length=64, blank=True)
     in_recovery = models.BooleanField(null=True)
+    monitor_is_superuser = models.BooleanField(null=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -82,30 +137,48 @@ class Target(models.Model):
 
     # Secrets ----------------------------------------------------------------------------------
 
-    def set_password(self, raw: str) -> None:
-        self.password_encrypted = secrets.encrypt(raw) if raw else ""
+    def set_password(self, raw: str, credential: str = "monitor") -> None:
+        value = secrets.encrypt(raw) if raw else ""
+        if credential == "change":
+            self.change_password_encrypted = value
+        else:
+            self.password_encrypted = value
 
     def has_password(self) -> bool:
         return bool(self.password_env or self.password_encrypted)
 
+    def credential(self, purpose: str = "monitor") -> Credential:
+        if purpose == "monitor":
+            return Credential("monitor", self.username, self.password_env, self.password_encrypted)
+        if purpose != "change":
+            raise ValueError(f"no such credential: {purpose}")
+        if not self.change_username:
+            raise secrets.SecretUnavailable(
+                "no change credential is set for this target, and work that changes schema or data never "
+                "runs as the monitor role: an admin adds one (the schema owner) on the target's edit page."
+            )
+        return Credential("change", self.change_username, self.change_password_env, self.change_password_encrypted)
+
     def password(self) -> str | None:
-        if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise secrets.SecretUnavailable(
-                    f"The environment variable {self.password_env} is not set in this process; "
-                    "set it for the web and worker processes, or store the password instead."
-                )
-            return value
-        if self.password_encrypted:
-            return secrets.decrypt(self.password_encrypted)
-        return None
+        """The monitor credential's password."""
+        return self.credential("monitor").password()
+
+    def known_passwords(self) -> list[str]:
+        """Every password of this target that can be read here, to scrub them from messages."""
+        found = []
+        for purpose in CREDENTIALS:
+            try:
+                found.append(self.credential(purpose).password())
+            except secrets.SecretUnavailable:
+                pass
+        return [p for p in found if p]
 
     def connection_fingerprint(self) -> str:
-        """Changes whenever anything that shapes this target's engine changes."""
+        """Changes whenever anything that shapes this target's engines changes."""
         parts = [
             self.role, self.host, self.port, self.dbname, self.username, self.password_env,
-            self.password_encrypted, self.pool_size, self.max_overflow, self.pool_timeout_s,
+            self.password_encrypted, self.change_username, self.change_password_env,
+            self.change_password_encrypted, self.pool_size, self.max_overflow, self.pool_timeout_s,
             self.pool_recycle_s, self.connect_timeout_s,
         ]
         return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
@@ -122,6 +195,8 @@ class Target(models.Model):
     def record_probe(self, probe) -> None:
         if probe.ok:
             self.mark_up(probe.in_recovery, probe.latency_ms, probe.server_version)
+            if probe.is_superuser is not None:
+                self._set({"monitor_is_superuser": probe.is_superuser})
         else:
             self.mark_down(probe.error)
 

@@ -9,7 +9,7 @@ other roles with 403 and writes an audit row for the refusal.
 from functools import wraps
 
 from django.contrib.auth.models import Group
-from django.http import HttpResponseForbidden
+from django.http import HttpResponseBadRequest, HttpResponseForbidden
 from django.template.loader import render_to_string
 
 VIEWER = "viewer"
@@ -69,6 +69,11 @@ def can(user, action_name: str) -> bool:
 def forbidden(request, message: str):
     body = render_to_string("403.html", {"message": message}, request=request)
     return HttpResponseForbidden(body)
+
+
+def bad_request(request, message: str):
+    body = render_to_string("400.html", {"message": message}, request=request)
+    return HttpResponseBadRequest(body)
 
 
 def action(name: str, role: str):

@@ -39,3 +39,14 @@ def redact(text: str, *secrets: str | None) -> str:
         if secret:
             text = text.replace(secret, "********")
     return text
+
+
+def check_env_name_allowed(name: str) -> None:
+    """Only variables meant for target passwords may be read: an admin must not be able to point a
+    target at the console's own secrets (CONSOLE_SECRET_KEY, say) and catch them on a fake server."""
+    prefix = settings.TARGET_PASSWORD_ENV_PREFIX
+    if not name.startswith(prefix):
+        raise SecretUnavailable(
+            f"The environment variable {name} is not one the console reads passwords from: "
+            f"their names start with {prefix} (TARGET_PASSWORD_ENV_PREFIX)."
+        )

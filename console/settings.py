@@ -197,6 +197,11 @@ TARGET_STATEMENT_TIMEOUT_MS = envint("TARGET_STATEMENT_TIMEOUT_MS", 5000)
 TARGET_LOCK_TIMEOUT_MS = envint("TARGET_LOCK_TIMEOUT_MS", 2000)
 TARGET_PROBE_CONCURRENCY = envint("TARGET_PROBE_CONCURRENCY", 8)
 ENGINE_APPLICATION_NAME = env("ENGINE_APPLICATION_NAME", "fleet-console")
+# Target passwords are read only from environment variables with this prefix.
+TARGET_PASSWORD_ENV_PREFIX = env("TARGET_PASSWORD_ENV_PREFIX", "FLEET_")
+# libpq's require_auth: which authentication the console accepts from a target (never cleartext
+# 'password', which hands the password to whoever answers on that address).
+TARGET_REQUIRE_AUTH = env("TARGET_REQUIRE_AUTH", "scram-sha-256,md5")
 
 # Demo fleet, registered by `manage.py bootstrap_demo`.
 DEMO_PASSWORD_DEFAULT = "fleet-demo-2026"

@@ -52,6 +52,13 @@ def validate_env_name(value: str) -> None:
 
 
 def validate_tags(value) -> None:
+    prefix = settings.TARGET_PASSWORD_ENV_PREFIX
+    if not value.startswith(prefix):
+        raise ValidationError(
+            f"Password variables must start with {prefix} (TARGET_PASSWORD_ENV_PREFIX), so no other "
+            "variable of the console's processes can be read through a target.",
+            code="env_name_not_allowed",
+        )
     if not isinstance(value, list) or not all(isinstance(t, str) and TAG_RE.fullmatch(t) for t in value):
         raise ValidationError(
             "Tags are short lowercase words (letters, digits, '_', '.', ':', '-').", code="bad_tags"

@@ -11,10 +11,13 @@ from django.views.decorators.http import require_POST
 from console import audit, engines
 from console.models import Job, Target
 from console.pg import activity, explain as pg_explain
-from console.roles import ADMIN, OPERATOR, action, forbidden
+from console.roles import ADMIN, OPERATOR, action, bad_request, forbidden
 from monitors import alerts, charts, panels
 from monitors.forms import ThresholdForm
 from monitors.models import AlertThreshold, StatementCounter, StatementDelta
+
+
+PG_INT4_MAX = 2**31 - 1
 
 
 def drill_list(request):
@@ -55,14 +58,24 @@ def explain(request, target_id):
         with engines.connect(target, statement_timeout_ms=settings.EXPLAIN_STATEMENT_TIMEOUT_MS, rollback=True) as conn:
             context["plan"] = pg_explain.explain(conn, sql_text, analyze=analyze)
         outcome = "ok"
-    except pg_explain.NotOneStatement as exc:
+    except (pg_explain.NotOneStatement, engines.TargetError) as exc:
         context["error"], outcome = str(exc), "failed"
     except Exception as exc:  # the operator's SQL failed: show why
-        original = getattr(exc, "orig", None) or exc
-        context["error"], outcome = f"{type(original).__name__}: {str(original).strip()}", "failed"
+        context["error"], outcome = _explain_error(target, exc), "failed"
     audit.record(request, "monitors.explain", target, outcome=outcome,
-                 detail={"analyze": analyze, "sql": sql_text[:500], "error": context.get("error", "")})
+                 detail={"analyze": analyze, **pg_explain.audit_detail(sql_text), "error": context.get("error", "")})
     return render(request, "monitors/explain_result.html" if request.htmx else "monitors/explain_page.html", context)
+
+
+def _explain_error(target, exc) -> str:
+    original = getattr(exc, "orig", None) or exc
+    message = f"{type(original).__name__}: {str(original).strip()}"
+    if getattr(original, "sqlstate", None) == "42501":  # insufficient_privilege
+        message += (
+            f" (EXPLAIN runs as {target.username}, the target's monitor role: it reads statistics and "
+            "tables, and cannot read server files, run programs or change anything)"
+        )
+    return message
 
 
 @require_POST
@@ -72,6 +85,9 @@ def session_action(request, target_id, pid, verb):
     allowed = {"cancel": settings.MONITOR_ALLOW_CANCEL, "terminate": settings.MONITOR_ALLOW_TERMINATE}
     if verb not in allowed:
         raise Http404()
+    if not 0 < pid <= PG_INT4_MAX:
+        audit.record(request, f"monitors.{verb}", target, outcome="failed", detail={"pid": str(pid), "why": "no such pid"})
+        return bad_request(request, f"{pid} is not a backend process id (they are between 1 and {PG_INT4_MAX}).")
     if not allowed[verb]:
         audit.record(request, f"monitors.{verb}", target, outcome="denied", detail={"pid": pid, "why": "switched off"})
         return forbidden(request, f"{verb.capitalize()} is switched off on this console (MONITOR_ALLOW_{verb.upper()}).")

@@ -36,6 +36,10 @@ class Fleet:
     superuser_password: str
     console_password: str
     fast: bool = False
+    # The console's two logins on the demo servers: fleet_monitor (pg_monitor, never a superuser)
+    # and fleet_owner (owns the demo database and what onboarding creates).
+    monitor_password: str = ""
+    owner_password: str = ""
     # Where the servers keep their files: the fleet root, unless the unprivileged service user
     # cannot reach it (a checkout under /root, say); then a folder of its own under /var/tmp.
     data_root: str = ""
@@ -56,6 +60,8 @@ class Fleet:
             "CONSOLE_DB_PASSWORD": self.console_password,
             "REDIS_URL": f"redis://127.0.0.1:{self.port('redis')}/0",
             "FLEET_PG_PASSWORD": self.superuser_password,
+            "FLEET_MONITOR_PASSWORD": self.monitor_password,
+            "FLEET_OWNER_PASSWORD": self.owner_password,
             "FLEET_PRIMARY_PORT": str(self.port("primary")),
             "FLEET_REPLICA_PORT": str(self.port("replica")),
             "FLEET_SCRATCH_PORT": str(self.port("scratch")),
@@ -241,22 +247,51 @@ def setup_databases(fleet: Fleet) -> None:
         _psql(fleet, "console", "CREATE DATABASE console OWNER console")
     for name in ("primary", "scratch"):
         _psql(fleet, name, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        setup_console_roles(fleet, name)
     if not _psql(fleet, "primary", "SELECT 1 FROM pg_database WHERE datname = 'demo'"):
-        _psql(fleet, "primary", "CREATE DATABASE demo")
+        _psql(fleet, "primary", "CREATE DATABASE demo OWNER fleet_owner")
+    _psql(fleet, "primary", "ALTER DATABASE demo OWNER TO fleet_owner")
     _psql(fleet, "primary", "CREATE EXTENSION IF NOT EXISTS pg_stat_statements", database="demo")
 
 
+# What each of the console's logins may do. The monitor role reads statistics and every table
+# (EXPLAIN needs it) and signals non-superuser backends; it cannot read server files, run programs
+# or change anything. The owner creates tenants' schemas, databases and roles, and sees every row.
+CONSOLE_ROLES = {
+    "fleet_monitor": ("LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE", "pg_monitor, pg_signal_backend, pg_read_all_data"),
+    "fleet_owner": ("LOGIN NOSUPERUSER CREATEDB CREATEROLE BYPASSRLS", None),
+}
+
+
+def setup_console_roles(fleet: Fleet, name: str) -> None:
+    """Create (or bring up to date: passwords change with the fleet's) the console's two roles."""
+    passwords = {"fleet_monitor": fleet.monitor_password, "fleet_owner": fleet.owner_password}
+    for role, (attributes, member_of) in CONSOLE_ROLES.items():
+        quoted_password = passwords[role].replace("'", "''")
+        if not _psql(fleet, name, f"SELECT 1 FROM pg_roles WHERE rolname = '{role}'"):
+            _psql(fleet, name, f"CREATE ROLE {role}")
+        _psql(fleet, name, f"ALTER ROLE {role} {attributes} PASSWORD '{quoted_password}'")
+        if member_of:
+            _psql(fleet, name, f"GRANT {member_of} TO {role}")
+
+
+PGBENCH_TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_history", "pgbench_tellers")
+
+
 def load_demo_data(fleet: Fleet, scale: int = 1) -> None:
+    """pgbench's tables, owned by fleet_owner (the console's change credential migrates them)."""
     if _psql(fleet, "primary", "SELECT to_regclass('public.pgbench_accounts') IS NOT NULL", "demo") == "t":
+        for table in PGBENCH_TABLES:  # a fleet made before the owner role existed
+            _psql(fleet, "primary", f"ALTER TABLE IF EXISTS {table} OWNER TO fleet_owner", "demo")
         return
     subprocess.run(
         [
             str(PG_BIN / "pgbench"), "-i", "-q", "-s", str(scale), "--foreign-keys",
-            "-h", "127.0.0.1", "-p", str(fleet.port("primary")), "-U", "postgres", "demo",
+            "-h", "127.0.0.1", "-p", str(fleet.port("primary")), "-U", "fleet_owner", "demo",
         ],
         check=True,
         capture_output=True,
-        env={**os.environ, "PGPASSWORD": fleet.superuser_password},
+        env={**os.environ, "PGPASSWORD": fleet.owner_password},
     )
     log(f"primary: loaded demo data (pgbench scale {scale}) into database demo")
 
@@ -296,11 +331,12 @@ def start_bouncer(fleet: Fleet) -> None:
     folder = fleet.path("bouncer")
     folder.mkdir(parents=True, exist_ok=True)
     pidfile = folder / "pgbouncer.pid"
-    if _pid_alive(pidfile):
-        log(f"bouncer: already running on port {fleet.port('bouncer')}")
-        return
     userlist = folder / "userlist.txt"
-    userlist.write_text(f'"postgres" "{fleet.superuser_password}"\n')
+    userlist.write_text(
+        f'"postgres" "{fleet.superuser_password}"\n'
+        f'"fleet_monitor" "{fleet.monitor_password}"\n'
+        f'"fleet_owner" "{fleet.owner_password}"\n'
+    )
     os.chmod(userlist, 0o600)
     (folder / "pgbouncer.ini").write_text(
         f"""[databases]
@@ -314,7 +350,7 @@ unix_socket_dir =
 auth_type = scram-sha-256
 auth_file = {userlist}
 admin_users = postgres
-stats_users = postgres
+stats_users = postgres, fleet_monitor
 pool_mode = transaction
 default_pool_size = 5
 max_client_conn = 200
@@ -325,6 +361,11 @@ pidfile = {pidfile}
 """
     )
     chown_to_service_user(folder)
+    running = _pid_alive(pidfile)
+    if running:
+        os.kill(running, signal.SIGHUP)  # re-reads its users and settings
+        log(f"bouncer: already running on port {fleet.port('bouncer')} (configuration reloaded)")
+        return
     as_service_user(["pgbouncer", "-d", str(folder / "pgbouncer.ini")], stdout=subprocess.DEVNULL)
     wait_for_port(fleet.port("bouncer"))
     log(f"bouncer: started on 127.0.0.1:{fleet.port('bouncer')} (transaction pooling)")
@@ -382,7 +423,12 @@ def _reachable_data_root(root: Path) -> str:
 def load_or_create(root: str, base_port: int | None, fast: bool = False) -> Fleet:
     state = Path(root, "fleet.json")
     if state.exists():
-        return Fleet(**json.loads(state.read_text()))
+        fleet = Fleet(**json.loads(state.read_text()))
+        if not (fleet.monitor_password and fleet.owner_password):  # made by an older version
+            fleet.monitor_password = fleet.monitor_password or secrets.token_urlsafe(18)
+            fleet.owner_password = fleet.owner_password or secrets.token_urlsafe(18)
+            state.write_text(json.dumps(asdict(fleet), indent=2))
+        return fleet
     Path(root).mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o755)
     fleet = Fleet(
@@ -392,6 +438,8 @@ def load_or_create(root: str, base_port: int | None, fast: bool = False) -> Flee
         superuser_password=secrets.token_urlsafe(18),
         console_password=secrets.token_urlsafe(18),
         fast=fast,
+        monitor_password=secrets.token_urlsafe(18),
+        owner_password=secrets.token_urlsafe(18),
     )
     state.write_text(json.dumps(asdict(fleet), indent=2))
     os.chmod(state, 0o600)

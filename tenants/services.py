@@ -99,7 +99,7 @@ def step_validate(tenant: Tenant) -> str:
     try:
         _names_are_safe(tenant)
         check_target(tenant.target, tenant.strategy)
-        tenant.target.password()
+        tenant.target.credential("change").password()
     except ValidationError as exc:
         raise StepError(" ".join(exc.messages)) from None
     except SecretUnavailable as exc:
@@ -260,11 +260,7 @@ def error_text(tenant: Tenant, exc: Exception) -> str:
     orig = getattr(exc, "orig", None)
     if orig is not None and str(orig).strip():
         message = str(orig).strip().splitlines()[0]
-    try:
-        password = tenant.target.password()
-    except SecretUnavailable:
-        password = None
-    return redact(message, password)[:1000]
+    return redact(message, *tenant.target.known_passwords())[:1000]
 
 
 # Bounded parallelism -----------------------------------------------------------------------------
@@ -393,12 +389,12 @@ def _pg_dump(tenant: Tenant, out: Path) -> None:
     source = tenant.target.upstream if tenant.target.behind_pgbouncer and tenant.target.upstream else tenant.target
     args = [
         settings.TENANT_PG_DUMP, "--format=custom", "--no-password",
-        "--host", source.host, "--port", str(source.port), "--username", source.username,
+        "--host", source.host, "--port", str(source.port), "--username", source.credential("change").username,
         "--dbname", tenant.database_name or source.dbname, "--file", str(out),
     ]
     if tenant.strategy == Tenant.Strategy.SCHEMA:
         args += ["--schema", tenant.schema_name]
-    password = source.password()
+    password = source.credential("change").password()
     env = {**os.environ, "PGCONNECT_TIMEOUT": str(source.connect_timeout_s)}
     if password:
         env["PGPASSWORD"] = password  # the environment, never the command line

@@ -89,7 +89,7 @@ def test_it_sets_statement_and_lock_timeouts_per_use_only(demo_targets):
 
 def test_it_rolls_back_when_asked(demo_targets):
     primary = demo_targets["demo-primary"]
-    with engines.connect(primary, rollback=True) as conn:
+    with engines.connect(primary, credential="change", rollback=True) as conn:
         conn.execute(text("CREATE TABLE rolled_back_probe (id int)"))
     with engines.connect(primary) as conn:
         assert conn.execute(text("SELECT to_regclass('rolled_back_probe')")).scalar_one() is None
@@ -149,4 +149,5 @@ def test_it_explains_an_unreachable_target_without_leaking_the_password(demo_tar
     probe = engines.probe(primary)
     assert not probe.ok
     assert "demo-primary" in probe.error and "refused" in probe.error.lower()
-    assert os.environ["FLEET_PG_PASSWORD"] not in probe.error
+    assert os.environ["FLEET_MONITOR_PASSWORD"] not in probe.error
+    assert os.environ["FLEET_OWNER_PASSWORD"] not in probe.error

@@ -3,7 +3,7 @@
 import io
 
 import psycopg
-from django.contrib.auth import authenticate
+from django.contrib.auth.models import User
 from django.core.management import call_command
 
 from console import roles
@@ -60,9 +60,13 @@ def test_it_bootstraps_roles_users_and_the_demo_fleet_idempotently(db, fleet, mo
     assert Target.objects.get(name="demo-replica").in_recovery is True
     assert Target.objects.get(name="demo-bouncer").upstream.name == "demo-primary"
     for role in roles.ROLES:
-        user = authenticate(username=role, password="demo-pass-for-test")
-        assert user is not None and roles.primary_role(user) == role
+        user = User.objects.get(username=role)
+        assert user.check_password("demo-pass-for-test") and roles.primary_role(user) == role
     assert fleet.superuser_password not in out.getvalue()
+    assert "password set to the current DEMO_PASSWORD" in out.getvalue()
+    # Demo targets log in with the least-privilege roles, never the superuser.
+    primary = Target.objects.get(name="demo-primary")
+    assert (primary.username, primary.change_username, primary.monitor_is_superuser) == ("fleet_monitor", "fleet_owner", False)
     from console.models import Job
     from tenants.models import Tenant
 
@@ -71,3 +75,13 @@ def test_it_bootstraps_roles_users_and_the_demo_fleet_idempotently(db, fleet, mo
         ("acme", "schema", "pending"), ("globex", "schema", "pending"), ("hooli", "shared", "pending"),
         ("initech", "database", "pending"), ("umbrella", "shared", "pending")]
     assert Job.objects.get(kind="tenants.onboard").params["tenant_ids"] == sorted(t.pk for t in demo)
+
+
+def test_it_sets_the_demo_users_password_to_the_current_one_on_every_run(db, fleet, monkeypatch):
+    monkeypatch.setenv("DEMO_PASSWORD", "first-demo-password")
+    call_command("bootstrap_demo", "--no-fleet", stdout=io.StringIO())
+    monkeypatch.setenv("DEMO_PASSWORD", "second-demo-password")
+    call_command("bootstrap_demo", "--no-fleet", stdout=io.StringIO())
+    for role in roles.ROLES:
+        user = User.objects.get(username=role)
+        assert user.check_password("second-demo-password") and not user.check_password("first-demo-password")

@@ -148,7 +148,7 @@ def test_it_removes_a_target_but_not_one_still_in_use(client_as, demo_targets):
 def test_it_manages_targets_from_the_command_line(db, fleet, demo_targets):
     out = io.StringIO()
     call_command("target_add", "cli-replica", role="replica", upstream="demo-primary", port=fleet.port("replica"),
-                 dbname="demo", password_env=PASSWORD_ENV, tags="cli", stdout=out)
+                 dbname="demo", password_env="FLEET_MONITOR_PASSWORD", tags="cli", stdout=out)
     assert "added cli-replica" in out.getvalue() and "up, PostgreSQL 15" in out.getvalue()
     out = io.StringIO()
     call_command("target_list", stdout=out)

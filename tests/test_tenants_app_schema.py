@@ -45,13 +45,13 @@ def test_it_builds_exactly_the_metadata_with_the_revisions_and_from_the_command_
     """The revisions, run by the `alembic` command line (env.py), give a schema with no drift."""
     primary = demo_targets["demo-primary"]
     schema = f"tenant_cli_{uuid.uuid4().hex[:6]}"
-    with engines.connect(primary) as conn:
+    with engines.connect(primary, credential="change") as conn:
         tenancy.create_schema(conn, schema, "test")
-    env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(fleet.port("primary")), "PGUSER": "postgres",
-           "PGPASSWORD": fleet.superuser_password, "PGDATABASE": "demo"}
+    env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(fleet.port("primary")), "PGUSER": "fleet_owner",
+           "PGPASSWORD": fleet.owner_password, "PGDATABASE": "demo"}
     subprocess.run([sys.executable, "-m", "alembic", "-c", "tenants/app_schema/alembic.ini", "-x", f"schema={schema}",
                     "upgrade", "head"], env=env, check=True, capture_output=True)
-    with engines.connect(primary, rollback=True) as conn:
+    with engines.connect(primary, credential="change", rollback=True) as conn:
         assert migrator.current_version(conn, schema) == "0003"
         assert migrator.drift(conn, schema) == []
     bad = subprocess.run([sys.executable, "-m", "alembic", "-c", "tenants/app_schema/alembic.ini", "-x",
@@ -78,7 +78,7 @@ def test_it_manages_another_application_from_the_script_location_setting(db, dem
     try:
         with override_settings(TENANT_ALEMBIC_SCRIPT_LOCATION=str(tmp_path), TENANT_ALEMBIC_METADATA="other_app_meta:metadata"):
             assert migrator.head() == "a1"
-            with engines.connect(demo_targets["demo-primary"]) as conn:
+            with engines.connect(demo_targets["demo-primary"], credential="change") as conn:
                 tenancy.create_schema(conn, schema, "test")
                 tenancy.bind(conn, schema=schema, tenant_key=None)
                 assert migrator.upgrade(conn, schema) == ("", "a1")
@@ -86,7 +86,7 @@ def test_it_manages_another_application_from_the_script_location_setting(db, dem
                 assert migrator.drift(conn, schema) == []
     finally:
         sys.path.remove(str(tmp_path))
-    with engines.connect(demo_targets["demo-primary"]) as conn:
+    with engines.connect(demo_targets["demo-primary"], credential="change") as conn:
         conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
 
 

@@ -21,7 +21,7 @@ APP_ROLE = "fleet_app"
 
 
 def _add_documents(target, tenant, titles):
-    with engines.connect(target) as conn:
+    with engines.connect(target, credential="change") as conn:
         tenancy.bind(conn, schema=tenant.schema_name, tenant_key=tenant.slug, role=APP_ROLE)
         user_id = conn.execute(text("INSERT INTO users (email, full_name) VALUES (:e, 'Owner') RETURNING id"),
                                {"e": f"owner@{tenant.slug}.example"}).scalar_one()
@@ -42,7 +42,7 @@ def shared_pair(transactional_db, demo_targets):
 
 def test_it_shows_a_tenant_only_its_rows_even_when_the_query_forgets_the_filter(shared_pair):
     primary, a, b = shared_pair
-    with engines.connect(primary, rollback=True) as conn:
+    with engines.connect(primary, credential="change", rollback=True) as conn:
         tenancy.bind(conn, schema=a.schema_name, tenant_key=a.slug, role=APP_ROLE)
         titles = set(conn.execute(text("SELECT title FROM documents")).scalars())  # no WHERE tenant_id
         tenants_seen = set(conn.execute(text("SELECT tenant_id FROM documents UNION SELECT tenant_id FROM folders"
@@ -55,12 +55,12 @@ def test_it_shows_a_tenant_only_its_rows_even_when_the_query_forgets_the_filter(
 
 def test_it_shows_no_rows_to_a_session_with_no_tenant_set(shared_pair):
     primary, _a, _b = shared_pair
-    with engines.connect(primary, rollback=True) as conn:
+    with engines.connect(primary, credential="change", rollback=True) as conn:
         tenancy.bind(conn, schema=settings_shared_schema(), tenant_key=None, role=APP_ROLE)
         counts = [conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
                   for table in ("tenants", "users", "folders", "documents", "document_versions")]
     assert counts == [0, 0, 0, 0, 0]
-    with engines.connect(primary, rollback=True) as conn:  # never set in this session at all
+    with engines.connect(primary, credential="change", rollback=True) as conn:  # never set in this session at all
         conn.execute(text(f"SET LOCAL ROLE {APP_ROLE}"))
         conn.execute(text(f"SET LOCAL search_path TO {settings_shared_schema()}"))
         assert conn.execute(text("SELECT count(*) FROM documents")).scalar_one() == 0
@@ -69,10 +69,10 @@ def test_it_shows_no_rows_to_a_session_with_no_tenant_set(shared_pair):
 def test_it_refuses_writing_rows_into_another_tenant(shared_pair):
     primary, a, b = shared_pair
     with pytest.raises(sqlalchemy.exc.ProgrammingError, match="row-level security"):
-        with engines.connect(primary) as conn:
+        with engines.connect(primary, credential="change") as conn:
             tenancy.bind(conn, schema=a.schema_name, tenant_key=a.slug, role=APP_ROLE)
             conn.execute(text("INSERT INTO folders (tenant_id, name) VALUES (:other, 'planted')"), {"other": b.slug})
-    with engines.connect(primary) as conn:  # updates cannot reach B's rows either
+    with engines.connect(primary, credential="change") as conn:  # updates cannot reach B's rows either
         tenancy.bind(conn, schema=a.schema_name, tenant_key=a.slug, role=APP_ROLE)
         assert conn.execute(text("UPDATE documents SET title = 'pwned' WHERE title = 'b-secret'")).rowcount == 0
 
@@ -98,12 +98,12 @@ def test_it_binds_tenants_per_transaction_through_pgbouncer(transactional_db, de
         for i in range(40):
             tenant = tenants[(n + i) % len(tenants)]
             role = APP_ROLE if tenant.strategy == "shared" else None
-            with engines.connect(bouncer, rollback=True) as conn:
+            with engines.connect(bouncer, credential="change", rollback=True) as conn:
                 tenancy.bind(conn, schema=tenant.schema_name, tenant_key=tenant.slug, role=role)
                 binding = tenancy.current_binding(conn)
                 seen = set(conn.execute(text("SELECT tenant_id FROM folders")).scalars())
                 pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
-            with engines.connect(bouncer, rollback=True) as conn:
+            with engines.connect(bouncer, credential="change", rollback=True) as conn:
                 after = tenancy.current_binding(conn)
             with lock:
                 backends.add(pid)

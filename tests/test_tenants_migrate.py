@@ -18,14 +18,14 @@ def _old_tenant(target, slug, revision="0002") -> Tenant:
     """An active schema tenant left behind at an older revision."""
     tenant = Tenant.objects.create(name=slug, slug=slug, target=target, state=Tenant.State.ACTIVE,
                                    onboarding_step="activate", schema_version=revision)
-    with engines.connect(target) as conn:
+    with engines.connect(target, credential="change") as conn:
         tenancy.create_schema(conn, tenant.schema_name, tenancy.marker(slug))
     services.migrate_location(target, None, tenant.schema_name, slug, revision=revision)
     return tenant
 
 
 def _version(target, tenant) -> str:
-    with engines.connect(target, rollback=True) as conn:
+    with engines.connect(target, credential="change", rollback=True) as conn:
         return migrator.current_version(conn, tenant.schema_name)
 
 
@@ -34,7 +34,7 @@ def test_it_brings_every_tenant_of_a_target_to_head_in_one_job_and_lists_failure
     run = uuid.uuid4().hex[:5]
     tenants = [_old_tenant(primary, f"fan{n}_{run}") for n in range(6)]
     broken = _old_tenant(primary, f"broken_{run}")
-    with engines.connect(primary) as conn:  # 0003 alters documents: without it, this tenant fails
+    with engines.connect(primary, credential="change") as conn:  # 0003 alters documents: without it, this tenant fails
         conn.execute(text(f'DROP TABLE "{broken.schema_name}".documents CASCADE'))
     assert {_version(primary, t) for t in tenants} == {"0002"}
 
@@ -58,7 +58,7 @@ def test_it_brings_every_tenant_of_a_target_to_head_in_one_job_and_lists_failure
     assert 1 <= used <= settings.TENANT_PARALLELISM < len(tenants)
 
     # Repaired and retried, the job picks up only what is left.
-    with engines.connect(primary) as conn:
+    with engines.connect(primary, credential="change") as conn:
         conn.execute(text(f'DROP SCHEMA "{broken.schema_name}" CASCADE'))
         tenancy.create_schema(conn, broken.schema_name, tenancy.marker(broken.slug))
     services.migrate_location(primary, None, broken.schema_name, broken.slug, revision="0002")

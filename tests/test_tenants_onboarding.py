@@ -61,7 +61,7 @@ def test_it_onboards_a_schema_tenant_through_every_step(transactional_db, demo_t
     assert any(f"created schema tenant_{tenant.slug}" in m for m in logged)
     # The version table lives in the tenant's own schema, nothing went to public.
     assert _fingerprint(tenant) == EXPECTED
-    with engines.connect(primary, rollback=True) as conn:
+    with engines.connect(primary, credential="change", rollback=True) as conn:
         assert tenancy.schema_marker(conn, tenant.schema_name) == tenancy.marker(tenant.slug)
         assert "alembic_version" not in tenancy.tables_in_schema(conn, "public")
 
@@ -80,7 +80,7 @@ def test_it_onboards_shared_tenants_under_forced_row_level_security(transactiona
                                  (unique_slug("shb"), "Shared B", "shared"))
     assert job.state == Job.State.SUCCEEDED, job.error
     schema = tenants[0].schema_name
-    with engines.connect(demo_targets["demo-primary"], rollback=True) as conn:
+    with engines.connect(demo_targets["demo-primary"], credential="change", rollback=True) as conn:
         status = tenancy.rls_status(conn, schema)
         version = migrator.current_version(conn, schema)
     for table in migrator.table_names():
@@ -108,7 +108,7 @@ def test_it_runs_every_step_again_without_doing_anything_twice(transactional_db,
 def test_it_fails_with_the_step_and_the_error_and_retries_from_there(transactional_db, demo_targets, client_as):
     primary = demo_targets["demo-primary"]
     slug = unique_slug("clash")
-    with engines.connect(primary) as conn:  # someone else's schema, with a table, under the same name
+    with engines.connect(primary, credential="change") as conn:  # someone else's schema, with a table, under the same name
         conn.execute(text(f'CREATE SCHEMA "tenant_{slug}"'))
         conn.execute(text(f'CREATE TABLE "tenant_{slug}".theirs (id int)'))
     job, [tenant] = _onboard_here(primary, (slug, "Clash"))
@@ -121,7 +121,7 @@ def test_it_fails_with_the_step_and_the_error_and_retries_from_there(transaction
     assert "Failed at <strong>provision</strong>" in page and 'id="retry-button"' in page
     assert 'data-step="validate" data-status="done"' in page and 'data-step="provision" data-status="failed"' in page
 
-    with engines.connect(primary) as conn:  # the operator moves the other schema out of the way
+    with engines.connect(primary, credential="change") as conn:  # the operator moves the other schema out of the way
         conn.execute(text(f'DROP SCHEMA "tenant_{slug}" CASCADE'))
     response = client_as("operator").post(f"/tenants/{tenant.pk}/retry/")
     assert response.status_code == 302

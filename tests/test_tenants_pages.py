@@ -23,7 +23,7 @@ def _run_latest(kind):
 def test_it_measures_health_with_a_job_and_shows_drift_on_the_tenant_page(transactional_db, demo_targets, client_as):
     primary = demo_targets["demo-primary"]
     clean, drifting = onboard(primary, (unique_slug("clean"), "Clean Co"), (unique_slug("drift"), "Drift Co"))
-    with engines.connect(primary) as conn:  # someone changed the schema by hand
+    with engines.connect(primary, credential="change") as conn:  # someone changed the schema by hand
         conn.execute(text(f'ALTER TABLE "{drifting.schema_name}".documents ADD COLUMN legacy_flag boolean'))
         conn.execute(text(f'DROP INDEX "{drifting.schema_name}".ix_documents_owner_id'))
     client = client_as("operator")
@@ -136,13 +136,13 @@ def test_it_offboards_after_a_second_person_approves_keeping_a_dump(strategy, tr
     assert dump.parent == tmp_path and dump.stat().st_size == tenant.dump_size_bytes > 0
     if strategy == "schema":
         assert dump.read_bytes().startswith(b"PGDMP")  # pg_dump's custom format
-        with engines.connect(primary, rollback=True) as conn:
+        with engines.connect(primary, credential="change", rollback=True) as conn:
             gone = conn.execute(text("SELECT count(*) FROM pg_namespace WHERE nspname = :s"), {"s": tenant.schema_name}).scalar_one()
         assert gone == 0
     else:
         content = dump.read_text()
         assert f"\t{tenant.slug}\t" in content and "COPY" in content and "Root" in content
-        with engines.connect(primary, rollback=True) as conn:
+        with engines.connect(primary, credential="change", rollback=True) as conn:
             left = conn.execute(text(f"SELECT count(*) FROM {tenant.schema_name}.folders WHERE tenant_id = :t"),
                                 {"t": tenant.slug}).scalar_one()
         assert left == 0

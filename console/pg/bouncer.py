@@ -1,6 +1,7 @@
 """PgBouncer's admin console: SHOW POOLS / SHOW STATS over the simple query protocol."""
 
 import psycopg
+from django.conf import settings
 from psycopg import sql
 
 SHOWABLE = frozenset({"POOLS", "STATS", "DATABASES", "CLIENTS", "SERVERS", "CONFIG"})
@@ -12,6 +13,7 @@ def admin_connection(host: str, port: int, user: str, password: str | None, conn
         host=host, port=port, user=user, password=password, dbname="pgbouncer",
         connect_timeout=connect_timeout_s, autocommit=True, prepare_threshold=None,
         cursor_factory=psycopg.ClientCursor, application_name="fleet-console",
+        require_auth=settings.TARGET_REQUIRE_AUTH,
     )
 
 

@@ -8,7 +8,8 @@ IDENTITY = text(
     SELECT current_setting('server_version') AS server_version,
            pg_is_in_recovery() AS in_recovery,
            current_setting('max_connections')::int AS max_connections,
-           current_setting('superuser_reserved_connections')::int AS reserved_connections
+           current_setting('superuser_reserved_connections')::int AS reserved_connections,
+           current_setting('is_superuser')::bool AS is_superuser
     """
 )
 

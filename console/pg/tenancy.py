@@ -123,11 +123,15 @@ def drop_database(autocommit_conn: Connection, database: str) -> None:
 
 
 def ensure_role(conn: Connection, role: str) -> bool:
-    """A NOLOGIN role the application's own login roles are members of. True if it was made."""
-    if conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :role"), {"role": role}).first():
-        return False
-    _run(conn, sql.SQL("CREATE ROLE {} NOLOGIN NOSUPERUSER NOBYPASSRLS").format(sql.Identifier(role)))
-    return True
+    """A NOLOGIN role the application's own login roles are members of. True if it was made.
+    The console's change login joins it too (PostgreSQL 15 does not make a role's creator a
+    member), so that it can SET ROLE to it to check row-level security as the application sees it."""
+    made = not conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :role"), {"role": role}).first()
+    if made:
+        _run(conn, sql.SQL("CREATE ROLE {} NOLOGIN NOSUPERUSER NOBYPASSRLS").format(sql.Identifier(role)))
+    if not conn.execute(text("SELECT pg_has_role(current_user, :role, 'MEMBER')"), {"role": role}).scalar_one():
+        _run(conn, sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
+    return made
 
 
 def grant_application_role(conn: Connection, schema: str, role: str) -> None:

@@ -20,10 +20,13 @@ def demo_targets(env) -> list[dict]:
     def host(name: str) -> str:
         return env.get(f"FLEET_{name}_HOST") or "127.0.0.1"
 
-    common = {"username": "postgres", "password_env": "FLEET_PG_PASSWORD", "tags": ["demo"]}
+    common = {
+        "username": "fleet_monitor", "password_env": "FLEET_MONITOR_PASSWORD",
+        "change_username": "fleet_owner", "change_password_env": "FLEET_OWNER_PASSWORD", "tags": ["demo"],
+    }
     specs = [
         {"name": "demo-primary", "role": Target.Role.PRIMARY, "host": host("PRIMARY"),
-         "port": env["FLEET_PRIMARY_PORT"], "dbname": "demo"},
+         "port": env["FLEET_PRIMARY_PORT"], "dbname": "demo", "heartbeat_enabled": True},
         {"name": "demo-replica", "role": Target.Role.REPLICA, "host": host("REPLICA"),
          "port": env["FLEET_REPLICA_PORT"], "dbname": "demo", "upstream": "demo-primary"},
         {"name": "demo-bouncer", "role": Target.Role.PGBOUNCER, "host": host("BOUNCER"),
@@ -46,11 +49,16 @@ class Command(BaseCommand):
         User = get_user_model()
         for name in DEMO_USERS:
             user, created = User.objects.get_or_create(username=name)
-            if created:
-                user.set_password(password)
-                user.is_staff = user.is_superuser = name == roles.ADMIN
-                user.save()
+            # Every run sets the current DEMO_PASSWORD: running again with another one must not
+            # silently keep the old password.
+            user.set_password(password)
+            user.is_staff = user.is_superuser = name == roles.ADMIN
+            user.save()
             user.groups.set([Group.objects.get(name=name)])
+        self.stdout.write(
+            f"  demo users {', '.join(DEMO_USERS)}: password set to the current DEMO_PASSWORD"
+            f"{'' if os.environ.get('DEMO_PASSWORD') else ' (the default)'}"
+        )
         if not opts["no_fleet"]:
             self._register_fleet()
             self._onboard_demo_tenants()

@@ -17,10 +17,13 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=5432)
         parser.add_argument("--dbname", default="postgres")
-        parser.add_argument("--user", default="postgres")
+        parser.add_argument("--user", default="fleet_monitor", help="the monitor login (pg_monitor, never a superuser)")
         secret = parser.add_mutually_exclusive_group()
-        secret.add_argument("--password-env", default="", help="environment variable holding the password")
-        secret.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+        secret.add_argument("--password-env", default="", help="environment variable holding the monitor password")
+        secret.add_argument("--password-stdin", action="store_true", help="read the monitor password from standard input")
+        parser.add_argument("--change-user", default="", help="the change login (schema owner) for jobs that change schema")
+        parser.add_argument("--change-password-env", default="", help="environment variable holding the change password")
+        parser.add_argument("--heartbeat", action="store_true", help="primaries: write the heartbeat standbys measure lag from")
         parser.add_argument("--pool-size", type=int, default=5)
         parser.add_argument("--max-overflow", type=int, default=2)
         parser.add_argument("--tags", default="", help="comma separated")
@@ -43,6 +46,8 @@ class Command(BaseCommand):
                 "host": opts["host"], "port": opts["port"], "dbname": opts["dbname"], "username": opts["user"],
                 "password_env": opts["password_env"],
                 "password": sys.stdin.readline().rstrip("\n") if opts["password_stdin"] else "",
+                "change_username": opts["change_user"], "change_password_env": opts["change_password_env"],
+                "heartbeat_enabled": opts["heartbeat"],
                 "pool_size": opts["pool_size"], "max_overflow": opts["max_overflow"],
                 "pool_timeout_s": instance.pool_timeout_s if instance else defaults.pool_timeout_s,
                 "pool_recycle_s": instance.pool_recycle_s if instance else defaults.pool_recycle_s,
