@@ -69,6 +69,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "console.urls"
+CSRF_FAILURE_VIEW = "console.views.errors.csrf_failure"
 WSGI_APPLICATION = "console.wsgi.application"
 
 TEMPLATES = [

@@ -12,3 +12,13 @@ function applyWidths(root) {
 }
 document.addEventListener("DOMContentLoaded", () => applyWidths(document));
 document.addEventListener("htmx:load", (event) => applyWidths(event.target));
+
+// htmx leaves error responses unswapped, so a refused or failed request would look like nothing
+// happened: the error page (400, 403, 429, 500) replaces the page's content instead.
+document.addEventListener("htmx:beforeSwap", (event) => {
+  if (event.detail.xhr.status < 400) return;
+  Object.assign(event.detail, {
+    shouldSwap: true, isError: false, target: document.querySelector("main"),
+    selectOverride: "main", swapOverride: "outerHTML",
+  });
+});

@@ -16,11 +16,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _get(url):
+    return _get_with_headers(url)[:2]
+
+
+def _get_with_headers(url, **headers):
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as response:
+            return response.status, response.read().decode(), response.headers
     except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
+        return error.code, error.read().decode(), error.headers
 
 
 @pytest.fixture
@@ -61,6 +65,21 @@ def test_it_starts_the_console_and_its_fleet_twice_harmlessly_and_stops_it(up_en
     owner = fleet.path("pg", "primary").stat().st_uid
     if os.geteuid() == 0:
         assert owner != 0, "PostgreSQL clusters never run as root"
+
+    # Every process logs to .fleet/log; a 500 leaves its traceback under the id its page shows.
+    logs = Path(up_env["FLEET_DIR"], "log")
+    assert "ready." in (logs / "worker.log").read_text()
+    assert "beat: Starting" in (logs / "beat.log").read_text()
+    localfleet._pg_stop(fleet, "console")  # a session then cannot be read: every page fails
+    try:
+        status, body, headers = _get_with_headers(f"{web}/fleet/", Cookie="sessionid=unreadable")
+    finally:
+        localfleet._pg_start(fleet, "console")
+    request_id = headers["X-Request-ID"]
+    assert status == 500 and f'<code id="request-id">{request_id}</code>' in body
+    web_log = (logs / "web.log").read_text()
+    assert f"ERROR django.request [{request_id}] Internal Server Error: /fleet/" in web_log
+    assert "Traceback (most recent call last)" in web_log and "OperationalError" in web_log
 
     down = subprocess.run(["bash", "scripts/down.sh"], cwd=ROOT, env=up_env, capture_output=True, text=True, timeout=120)
     assert down.returncode == 0

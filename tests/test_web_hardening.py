@@ -102,6 +102,21 @@ def test_it_audits_an_action_refused_for_a_control_character(client_as, demo_tar
     assert event.detail["why"] == "control character in the “sql” parameter"
 
 
+@pytest.mark.browser
+def test_it_shows_the_refusal_of_an_htmx_request_in_the_page(page, users, demo_targets):
+    primary = demo_targets["demo-primary"]
+    _log_in(page, "operator")
+    page.goto(f"/fleet/targets/{primary.pk}/")
+
+    page.fill("#panel-explain textarea", "SELECT 1\x00")
+    page.click("#panel-explain button[type=submit]")  # hx-post: htmx swaps no 4xx on its own
+
+    expect(page.locator("h1")).to_have_text("Bad request")
+    expect(page.locator("main")).to_contain_text("control character (such as a NUL byte) in the “sql” parameter")
+    expect(page.locator("nav.mainnav")).to_be_visible()
+    assert AuditEvent.objects.get(action="monitors.explain").outcome == "denied"
+
+
 # Request ids, logs, error pages ---------------------------------------------------------------
 
 
@@ -122,6 +137,17 @@ def test_it_logs_a_500_with_its_traceback_under_the_request_id_the_page_shows(cl
     assert "Traceback (most recent call last)" in logged
     assert "RuntimeError: the failure this test asked for" in logged
     assert client.get("/fleet/")["X-Request-ID"] != request_id
+
+
+def test_it_answers_a_csrf_failure_with_the_styled_403_page(users):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(users["operator"])
+
+    refused = client.post("/jobs/selftest/", {"steps": 2})
+
+    assert refused.status_code == 403
+    body = refused.content.decode()
+    assert "security token was missing or out of date" in body and 'class="mainnav"' in body
 
 
 CSP_VIOLATIONS = """

@@ -1,4 +1,4 @@
-"""Error responses the console renders itself: the 500 page and the login lockout."""
+"""Error responses the console renders itself: 500, CSRF failure and the login lockout."""
 
 from axes.helpers import get_client_username, get_cool_off
 from django.contrib.auth.forms import AuthenticationForm
@@ -17,6 +17,13 @@ def server_error(request):
     except Exception:  # what failed may be what the navigation reads (the console DB): without it
         body = render_to_string("500.html", context)
     return HttpResponseServerError(body)
+
+
+def csrf_failure(request, reason=""):
+    """CSRF_FAILURE_VIEW: the console's 403 page instead of Django's inline-styled one."""
+    message = (f"This form's security token was missing or out of date ({reason}). "
+               "Reload the page and try again; if it keeps happening, log in again.")
+    return render(request, "403.html", {"message": message}, status=403)
 
 
 def login_locked_out(request, original_response=None, credentials=None):
