@@ -6,6 +6,7 @@ Validation comes first and refuses anything unusual; quoting by the driver comes
 
 import ipaddress
 import re
+import unicodedata
 
 from django.core.exceptions import ValidationError
 
@@ -44,14 +45,13 @@ def validate_host(value: str) -> None:
 
 
 def validate_env_name(value: str) -> None:
+    from django.conf import settings
+
     if not ENV_NAME_RE.fullmatch(value or ""):
         raise ValidationError(
             "An environment variable name: uppercase letters, digits and underscores.",
             code="bad_env_name",
         )
-
-
-def validate_tags(value) -> None:
     prefix = settings.TARGET_PASSWORD_ENV_PREFIX
     if not value.startswith(prefix):
         raise ValidationError(
@@ -59,7 +59,27 @@ def validate_tags(value) -> None:
             "variable of the console's processes can be read through a target.",
             code="env_name_not_allowed",
         )
+
+
+def validate_tags(value) -> None:
     if not isinstance(value, list) or not all(isinstance(t, str) and TAG_RE.fullmatch(t) for t in value):
         raise ValidationError(
             "Tags are short lowercase words (letters, digits, '_', '.', ':', '-').", code="bad_tags"
         )
+
+
+# Bidi embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069) and the implicit marks
+# (U+200E, U+200F, U+061C) reorder how a name is displayed: "admin\u202eusr" reads as another name.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+
+
+def validate_display_name(value: str) -> None:
+    """Free-text names shown in pages, logs and audit rows: no control characters (NUL, newlines,
+    escapes), no line separators and no bidi controls."""
+    for position, char in enumerate(value or "", start=1):
+        if char in BIDI_CONTROLS or unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            raise ValidationError(
+                f"Names cannot contain control or bidirectional-text characters "
+                f"(U+{ord(char):04X} at character {position}).",
+                code="control_character",
+            )
