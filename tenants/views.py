@@ -90,7 +90,9 @@ def tenant_alerts(tenant: Tenant) -> list[str]:
 @action("tenant.onboard", OPERATOR)
 def tenant_onboard(request):
     form = OnboardForm(request.POST or None, request.FILES or None)
-    if request.method == "POST" and form.is_valid():
+    if request.method == "POST" and not form.is_valid():
+        audit.record(request, "tenant.onboard", outcome="failed", detail={"errors": _form_errors(form)})
+    elif request.method == "POST":
         specs = form.cleaned_data["specs"]
         try:
             with transaction.atomic():
@@ -109,6 +111,15 @@ def tenant_onboard(request):
             messages.success(request, f"Onboarding {len(tenants)} tenants in one job.")
             return redirect(job)
     return render(request, "tenants/tenant_onboard.html", {"form": form})
+
+
+def _form_errors(form) -> list[str]:
+    """The form's errors for an audit row: a few, short, with anything unprintable escaped (a
+    refused value may be echoed in its message, and may hold what the console DB cannot store)."""
+    def printable(text):
+        return "".join(char if char.isprintable() else f"\\u{ord(char):04x}" for char in text[:300])
+
+    return [printable(f"{field}: {message}") for field, messages in form.errors.items() for message in messages][:20]
 
 
 @require_POST

@@ -1,6 +1,8 @@
 """Jobs: the list, one job live, cancel, retry, and the self-test."""
 
+from django import forms
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -10,6 +12,8 @@ from console import audit, jobs, selftest
 from console.forms import JobFilterForm
 from console.models import Job
 from console.roles import OPERATOR, action
+
+SELFTEST_STEPS = forms.IntegerField(min_value=1, max_value=1000)
 
 
 def job_list(request):
@@ -60,9 +64,11 @@ def job_retry(request, job_id):
 @action("job.selftest", OPERATOR)
 def selftest_start(request):
     try:
-        steps = max(1, min(1000, int(request.POST.get("steps", 10))))
-    except ValueError:
-        steps = 10
+        steps = SELFTEST_STEPS.clean(request.POST.get("steps", 10))
+    except ValidationError as exc:
+        audit.record(request, "job.selftest", outcome="failed", detail={"errors": exc.messages})
+        messages.error(request, f"Self-test steps: {' '.join(exc.messages)}")
+        return redirect("jobs")
     job = jobs.create(selftest.KIND, user=request.user, total=steps, params={"steps": steps, "step_seconds": 0.5})
     audit.record(request, "job.selftest", job, detail={"steps": steps})
     return redirect(job)
