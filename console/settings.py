@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -135,6 +136,8 @@ CONTENT_SECURITY_POLICY = {
 # are Secure, HSTS is sent, plain HTTP is redirected (except the probes and the scrape).
 PRODUCTION = envbool("CONSOLE_PRODUCTION")
 if PRODUCTION:
+    if len(SECRET_KEY) < 50 or "insecure" in SECRET_KEY:  # the defaults, which sign sessions for anyone
+        raise ImproperlyConfigured("CONSOLE_PRODUCTION needs a CONSOLE_SECRET_KEY of 50 or more random characters")
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = True

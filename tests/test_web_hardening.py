@@ -271,6 +271,14 @@ def test_it_passes_check_deploy_under_production_settings():
     assert "System check identified no issues (0 silenced)." in result.stdout
 
 
+def test_it_refuses_production_settings_with_a_default_or_short_secret_key():
+    for key in (None, "demo-insecure-secret-key-CHANGE-ME", "short"):
+        env = {**PRODUCTION, "CONSOLE_SECRET_KEY": key} if key else {"CONSOLE_PRODUCTION": "true"}
+        result = _console_process("manage.py", "check", **env)
+        assert result.returncode != 0
+        assert "ImproperlyConfigured: CONSOLE_PRODUCTION needs a CONSOLE_SECRET_KEY" in result.stderr
+
+
 def test_it_sends_secure_cookies_and_hsts_under_production_settings():
     probe = """
 from django.test import Client
