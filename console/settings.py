@@ -277,6 +277,8 @@ TENANT_DUMP_DIR = env("TENANT_DUMP_DIR", str(BASE_DIR / ".fleet" / "dumps"))
 TENANT_PG_DUMP = env("TENANT_PG_DUMP", "/usr/lib/postgresql/15/bin/pg_dump")
 TENANT_HEALTH_INTERVAL_S = envfloat("TENANT_HEALTH_INTERVAL_S", 300.0)
 TENANT_HEALTH_KEEP = envint("TENANT_HEALTH_KEEP", 50)  # snapshots kept per tenant
+# Tenants one onboarding takes at most: rows of a CSV upload, lines typed in, or both.
+TENANT_CSV_MAX_ROWS = envint("TENANT_CSV_MAX_ROWS", 5000)
 CELERY_BEAT_SCHEDULE["tenants-refresh-health"] = {
     "task": "tenants.refresh_health",
     "schedule": TENANT_HEALTH_INTERVAL_S,
