@@ -198,6 +198,21 @@ def test_it_sends_a_content_security_policy_of_the_console_itself_only(client_as
     assert "unsafe" not in policy and "script-src" not in policy and "style-src" not in policy
 
 
+INLINE_CODE = re.compile(
+    r"<script(?![^>]*\ssrc=)[^>]*>|<style|\sstyle=|\son[a-z]+=|\shx-on|javascript:|\shx-vals=[\"']js:", re.I
+)
+
+
+def test_it_keeps_every_template_free_of_what_the_policy_blocks():
+    found = [
+        f"{template.relative_to(ROOT)}:{number}: {match.group(0)}"
+        for template in sorted((ROOT / "templates").rglob("*.html"))
+        for number, line in enumerate(template.read_text().splitlines(), 1)
+        for match in INLINE_CODE.finditer(line)
+    ]
+    assert not found, "move it to static/console.js or static/console.css:\n" + "\n".join(found)
+
+
 @pytest.mark.browser
 def test_it_keeps_the_pages_working_under_the_content_security_policy(page, users, demo_targets, live_worker, artifacts):
     from monitors import samplers
