@@ -120,6 +120,7 @@ AXES_FAILURE_LIMIT = envint("CONSOLE_LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=envfloat("CONSOLE_LOGIN_LOCKOUT_MIN", 15.0))
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "console.views.errors.login_locked_out"
+AXES_VERBOSE = False  # no banner on every command; failures and lockouts are still logged (warnings)
 
 # Only the console's own static files: htmx is configured (base.html) to need no inline code.
 CONTENT_SECURITY_POLICY = {
@@ -218,7 +219,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": env("CONSOLE_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }
 
 # Monitors --------------------------------------------------------------------------------------
