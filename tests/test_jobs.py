@@ -1,6 +1,5 @@
 """Jobs on a real Celery worker: success, cancel, retry, and a SIGKILLed worker."""
 
-import time
 from datetime import timedelta
 
 import pytest
@@ -8,18 +7,9 @@ from django.utils import timezone
 
 from console import jobs, selftest
 from console.models import Job, SelftestStep
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.worker
-
-
-def _wait(predicate, timeout_s=30, poll_s=0.1):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll_s)
-    raise AssertionError(f"condition not met within {timeout_s}s")
 
 
 def _start(steps, step_seconds):
@@ -39,14 +29,14 @@ def test_it_runs_a_job_to_success_on_a_real_worker(transactional_db, live_worker
 
 def test_it_finishes_exactly_once_from_its_checkpoint_after_the_worker_is_killed(transactional_db, live_worker):
     job = _start(steps=12, step_seconds=0.4)
-    _wait(lambda: Job.objects.get(pk=job.pk).progress_done >= 4)
+    wait_until(lambda: Job.objects.get(pk=job.pk).progress_done >= 4, 30, "four steps done")
     live_worker.kill()  # SIGKILL the worker and its pool: mid-step, no ack, no goodbye
     done_at_kill = Job.objects.get(pk=job.pk).progress_done
     assert Job.objects.get(pk=job.pk).state == Job.State.RUNNING
 
     live_worker.start()
     # The heartbeat goes stale; the reaper (a beat task in production) re-queues the job.
-    reaped = _wait(lambda: jobs.reap_stale(), timeout_s=30, poll_s=0.5)
+    reaped = wait_until(jobs.reap_stale, 30, "the reaper to re-queue the job", poll_s=0.5)
     assert job.pk in reaped
     job = jobs.wait_for(job.pk, timeout_s=60)
 
@@ -67,14 +57,15 @@ def test_it_runs_a_duplicate_delivery_only_once(transactional_db, live_worker):
     jobs.enqueue(job.pk)  # the same job id delivered twice, as after a redelivery
     jobs.enqueue(job.pk)
     job = jobs.wait_for(job.pk, timeout_s=30)
-    time.sleep(1)
+    wait_until(lambda: live_worker.log_text().count(f"job {job.pk}: not claimable") == 2, 30,
+               "the worker to turn both duplicate deliveries away")
     assert job.state == Job.State.SUCCEEDED and Job.objects.get(pk=job.pk).attempts == 1
     assert SelftestStep.objects.filter(job=job).count() == 3
 
 
 def test_it_cancels_a_running_job_at_its_next_checkpoint(transactional_db, live_worker):
     job = _start(steps=50, step_seconds=0.2)
-    _wait(lambda: Job.objects.get(pk=job.pk).progress_done >= 2)
+    wait_until(lambda: Job.objects.get(pk=job.pk).progress_done >= 2, 30, "two steps done")
     assert jobs.request_cancel(Job.objects.get(pk=job.pk)) == "cancelling"
     job = jobs.wait_for(job.pk, timeout_s=30)
     assert job.state == Job.State.CANCELLED and job.progress_done < 50
@@ -83,7 +74,7 @@ def test_it_cancels_a_running_job_at_its_next_checkpoint(transactional_db, live_
 
 def test_it_retries_a_cancelled_job_from_its_checkpoint(transactional_db, live_worker):
     job = _start(steps=6, step_seconds=0.2)
-    _wait(lambda: Job.objects.get(pk=job.pk).progress_done >= 2)
+    wait_until(lambda: Job.objects.get(pk=job.pk).progress_done >= 2, 30, "two steps done")
     jobs.request_cancel(job)
     job = jobs.wait_for(job.pk, timeout_s=30)
     stopped_at = job.progress_done

@@ -8,8 +8,10 @@ from sqlalchemy import text
 
 from console import engines
 from console.models import Target
+from console.pg import bouncer as bouncer_admin
 from monitors import samplers
 from monitors.models import MetricMinute, MetricPoint, StatementDelta, TargetState
+from tests.waiting import wait_for_backend, wait_until
 
 
 def _connect(fleet, name="primary", dbname="demo", **kwargs):
@@ -20,6 +22,11 @@ def _connect(fleet, name="primary", dbname="demo", **kwargs):
 
 def _state(target):
     return TargetState.objects.get(target=target)
+
+
+def _clients_waiting_in_pgbouncer(fleet) -> int:
+    with bouncer_admin.admin_connection("127.0.0.1", fleet.port("bouncer"), "postgres", fleet.superuser_password, 3) as conn:
+        return sum(pool["cl_waiting"] for pool in bouncer_admin.show(conn, "POOLS"))
 
 
 def test_it_samples_connections_and_replication_of_every_target(transactional_db, demo_targets, fleet):
@@ -78,12 +85,12 @@ def test_it_shows_replica_lag_while_replay_is_paused_and_zero_after_resume(trans
         finally:
             standby.execute("SELECT pg_wal_replay_resume()")
             writer.execute("DROP TABLE IF EXISTS lag_probe")
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    def caught_up():
         samplers.sample_fast_round([replica, primary])
-        if _state(replica).replica_lag_s == 0 and _state(primary).replica_lag_bytes == 0:
-            break
-        time.sleep(0.3)
+        return _state(replica).replica_lag_s == 0 and _state(primary).replica_lag_bytes == 0
+
+    wait_until(caught_up, 20, "the replica to catch up after replay resumed", poll_s=0.3)
     assert _state(replica).replica_lag_s == 0 and _state(replica).replica_lag_bytes == 0
     assert _state(primary).replica_lag_bytes == 0
 
@@ -95,7 +102,9 @@ def test_it_shows_a_long_query_in_activity_then_in_slow_queries(transactional_db
     with _connect(fleet) as session:
         worker = threading.Thread(target=lambda: session.execute("SELECT /* long-query-marker */ pg_sleep(2.5)"))
         worker.start()
-        time.sleep(1.5)
+        with _connect(fleet) as observer:  # running for longer than MONITOR_LONG_RUNNING_S
+            wait_for_backend(observer, "query LIKE %s AND state = 'active' AND clock_timestamp() - query_start > interval '1.2 s'",
+                             ["%long-query-marker%"], what="the long query to run for over a second")
         samplers.sample_fast_round([primary])
         worker.join()
     state = _state(primary)
@@ -172,7 +181,7 @@ def test_it_sees_pgbouncer_clients_waiting_while_its_pool_is_held(transactional_
         waiters = [threading.Thread(target=wait_for_a_server) for _ in range(2)]
         for thread in waiters:
             thread.start()
-        time.sleep(1.0)
+        wait_until(lambda: _clients_waiting_in_pgbouncer(fleet) >= 2, 15, "two clients to wait for a server in PgBouncer")
         samplers.sample_fast_round([bouncer])
         state = _state(bouncer)
         assert state.bouncer_cl_waiting >= 2

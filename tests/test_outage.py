@@ -1,12 +1,11 @@
 """A Redis outage loses nothing: jobs requested meanwhile stay queued and run once it is back."""
 
-import time
-
 import pytest
 
 from console import jobs
 from console.models import Job, SelftestStep
 from scripts import localfleet
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.worker
 
@@ -26,10 +25,7 @@ def test_it_keeps_a_job_requested_during_a_redis_outage_and_runs_it_after(transa
         assert ready.status_code == 503 and ready.json()["problems"][0].startswith("redis unreachable")
     finally:
         localfleet.start_redis(fleet)
-    time.sleep(1.2)
-    deadline = time.monotonic() + 30
-    while job.pk not in jobs.reap_stale() and time.monotonic() < deadline:
-        time.sleep(0.5)
+    wait_until(lambda: job.pk in jobs.reap_stale(), 30, "the reaper to send the queued job", poll_s=0.5)
     job = jobs.wait_for(job.pk, timeout_s=60)  # the worker reconnected by itself
     assert job.state == Job.State.SUCCEEDED
     assert SelftestStep.objects.filter(job=job).count() == 3

@@ -6,6 +6,10 @@ import uuid
 import pytest
 from playwright.sync_api import expect
 
+from console import jobs
+from console.models import Job
+from tenants import runners
+
 pytestmark = [pytest.mark.browser, pytest.mark.worker]
 
 
@@ -27,7 +31,9 @@ def test_it_onboards_a_tenant_and_shows_each_step_live(page, users, demo_targets
     page.screenshot(path=str(artifacts / "tenant-onboarded.png"), full_page=True)
 
     page.click("button:has-text('Refresh health')")
-    page.wait_for_timeout(4000)  # the worker measures; the page reads the stored result
+    expect(page.locator(".messages")).to_contain_text("Measuring")
+    measuring = Job.objects.filter(kind=runners.HEALTH, tenant__slug=slug).latest("created_at")
+    assert jobs.wait_for(measuring.pk, timeout_s=40).state == Job.State.SUCCEEDED  # the page reads its stored result
     page.reload()
     expect(page.locator("#tenant-drift")).to_contain_text("none", timeout=10_000)
     expect(page.locator("#tenant-version")).to_contain_text("0003")
