@@ -68,6 +68,8 @@ def run(ctx) -> dict[str, float]:
     target = Target.objects.create(
         name="bench-onboard", role=Target.Role.PRIMARY, host=ctx.host, port=ctx.port("primary"), dbname="demo",
         username=ctx.superuser, password_env=ctx.password_env, pool_size=settings.TENANT_PARALLELISM, max_overflow=2,
+        # The baseline's alembic runs as the superuser too: the same login on both sides.
+        change_username=ctx.superuser, change_password_env=ctx.password_env,
     )
     try:
         _onboard(target, "warm", WARMUP_TENANTS)  # imports, revision map, pool: paid once per worker
