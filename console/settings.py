@@ -119,7 +119,8 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_FAILURE_LIMIT = envint("CONSOLE_LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=envfloat("CONSOLE_LOGIN_LOCKOUT_MIN", 15.0))
 AXES_RESET_ON_SUCCESS = True
-AXES_LOCKOUT_CALLABLE = "console.views.errors.login_locked_out"
+AXES_LOCKOUT_CALLABLE = "console.lockout.locked_out"
+AXES_USERNAME_CALLABLE = "console.lockout.username"
 AXES_VERBOSE = False  # no banner on every command; failures and lockouts are still logged (warnings)
 
 # Only the console's own static files: htmx is configured (base.html) to need no inline code.
