@@ -2,8 +2,9 @@
 the same query on a raw psycopg connection kept open.
 
 The engine path is the console's real one: `with engines.connect(target) as conn:
-conn.execute(text("SELECT 1"))`, i.e. registry lookup (target fingerprint), pool checkout with
-pre-ping, BEGIN, the per-transaction statement/lock timeouts, the query, COMMIT and the check-in.
+conn.execute(text("SELECT 1"))`, i.e. registry lookup (target fingerprint), pool checkout (pinged only
+when idle long or with bytes waiting), BEGIN, the timeouts (sent only when they differ from the
+session defaults), the query, COMMIT and the check-in.
 The raw path is `conn.execute("SELECT 1")` on an autocommit psycopg connection.
 
 Both run against the same demo primary, interleaved in rounds (alternating which goes first) so

@@ -1,15 +1,18 @@
 """One SQLAlchemy engine per target per process.
 
-Engines are created lazily under a lock, pre-ping their connections, recycle them, give up on a
-checkout after the target's pool timeout and on a connect after its connect timeout. Statement
-and lock timeouts are set per use, inside the transaction (so they also hold behind PgBouncer in
-transaction mode, where prepared statements are turned off). A changed target gets a new engine;
+Engines are created lazily under a lock, ping a connection before use only when it may be dead
+(idle for long, or with bytes waiting on its socket), recycle connections, give up on a checkout
+after the target's pool timeout and on a connect after its connect timeout. The default statement
+and lock timeouts are the session's own on direct connections; other values are set per use,
+inside the transaction, and behind PgBouncer in transaction mode (where prepared statements are
+turned off) always. A changed target gets a new engine;
 worker processes dispose of inherited engines after fork.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import threading
 import time
 from contextlib import contextmanager
@@ -139,9 +142,50 @@ def _connect_args(target) -> dict:
         "require_auth": settings.TARGET_REQUIRE_AUTH,
     }
     if target.behind_pgbouncer:
-        # Transaction pooling hands each transaction any server connection: no prepared statements.
+        # Transaction pooling hands each transaction any server connection: no prepared statements,
+        # and no session defaults (PgBouncer refuses startup options; a SET would leak).
         args["prepare_threshold"] = None
+    else:
+        # The default timeouts are the session's own, so a use that keeps them sends nothing.
+        statement_timeout_ms, lock_timeout_ms = _session_timeouts(target)
+        args["options"] = f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={lock_timeout_ms}"
     return args
+
+
+def _ping_only_when_in_doubt(engine: Engine) -> None:
+    """Pre-ping a pooled connection only when it may be dead: idle for longer than
+    ENGINE_PING_AFTER_IDLE_S, or with bytes waiting on its socket while no query is in flight (a
+    terminated backend says goodbye that way; so does a server reloading its settings, harmlessly).
+    A failed ping makes the pool replace the connection before anyone uses it."""
+    idle_s = settings.ENGINE_PING_AFTER_IDLE_S
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _fresh(dbapi_conn, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @sqlalchemy.event.listens_for(engine, "checkin")
+    def _returned(dbapi_conn, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @sqlalchemy.event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn, record, proxy):
+        idle_since = record.info.get("idle_since", 0.0)
+        if time.monotonic() - idle_since <= idle_s and not _bytes_waiting(dbapi_conn):
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            raise sqlalchemy.exc.DisconnectionError(f"pre-ping failed: {exc}") from exc
+        if not alive:
+            raise sqlalchemy.exc.DisconnectionError("pre-ping failed")
+
+
+def _bytes_waiting(dbapi_conn) -> bool:
+    try:
+        readable, _, _ = select.select([dbapi_conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def _create_engine(target, database: str | None = None, credential: str = "monitor") -> Engine:
@@ -153,13 +197,14 @@ def _create_engine(target, database: str | None = None, credential: str = "monit
         max_overflow=target.max_overflow,
         pool_timeout=target.pool_timeout_s,
         pool_recycle=target.pool_recycle_s,
-        pool_pre_ping=True,
         pool_use_lifo=True,
         connect_args=_connect_args(target),
         logging_name=f"{target.name}/{database or target.dbname}/{credential}",
         hide_parameters=True,
     )
+    _ping_only_when_in_doubt(engine)
     _watch_slow_statements(engine, target)
+    engine.session_timeouts_ms = _session_timeouts(target)
     return engine
 
 
@@ -231,16 +276,27 @@ def _explain(target, exc: Exception) -> TargetError:
     return TargetUnavailable(f"{target.name}: {redact(message, *target.known_passwords())}")
 
 
-def _set_timeouts(conn: Connection, statement_timeout_ms: int | None, lock_timeout_ms: int | None) -> None:
+def _session_timeouts(target) -> tuple[int, int] | None:
+    """The timeouts a direct connection starts its sessions with (None behind PgBouncer)."""
+    if target.behind_pgbouncer:
+        return None
+    return int(settings.TARGET_STATEMENT_TIMEOUT_MS), int(settings.TARGET_LOCK_TIMEOUT_MS)
+
+
+def _set_timeouts(
+    conn: Connection, statement_timeout_ms: int | None, lock_timeout_ms: int | None,
+    session_timeouts: tuple[int, int] | None = None,
+) -> None:
+    """The transaction's timeouts: nothing to send when they are the session's own."""
+    wanted = (statement_timeout_ms or settings.TARGET_STATEMENT_TIMEOUT_MS, lock_timeout_ms or settings.TARGET_LOCK_TIMEOUT_MS)
+    if session_timeouts is not None and tuple(wanted) == session_timeouts:
+        return
     conn.execute(
         text(
             "SELECT set_config('statement_timeout', :statement_timeout, true),"
             " set_config('lock_timeout', :lock_timeout, true)"
         ),
-        {
-            "statement_timeout": f"{statement_timeout_ms or settings.TARGET_STATEMENT_TIMEOUT_MS}ms",
-            "lock_timeout": f"{lock_timeout_ms or settings.TARGET_LOCK_TIMEOUT_MS}ms",
-        },
+        {"statement_timeout": f"{wanted[0]}ms", "lock_timeout": f"{wanted[1]}ms"},
     )
 
 
@@ -279,7 +335,7 @@ def connect(
                 conn = conn.execution_options(isolation_level=isolation_level)
             transaction = conn.begin()
             try:
-                _set_timeouts(conn, statement_timeout_ms, lock_timeout_ms)
+                _set_timeouts(conn, statement_timeout_ms, lock_timeout_ms, conn.engine.session_timeouts_ms)
                 yield conn
             except BaseException:
                 transaction.rollback()

@@ -48,8 +48,9 @@ def test_it_replaces_a_backend_terminated_on_the_server(demo_targets, fleet):
     with engines.connect(primary) as conn:
         first_pid = server.backend_pid(conn)
     with _superuser(fleet) as admin:
-        assert admin.execute("SELECT pg_terminate_backend(%s)", (first_pid,)).fetchone()[0]
-    # The pooled connection is dead; pre-ping notices and hands out a fresh one.
+        assert admin.execute("SELECT pg_terminate_backend(%s, 5000)", (first_pid,)).fetchone()[0]
+    # The pooled connection is dead (its backend has exited), it was idle for far less than
+    # ENGINE_PING_AFTER_IDLE_S, and yet it is pinged (its socket holds the goodbye) and replaced.
     with engines.connect(primary) as conn:
         second_pid = server.backend_pid(conn)
         assert conn.execute(text("SELECT 1")).scalar_one() == 1
@@ -85,6 +86,31 @@ def test_it_sets_statement_and_lock_timeouts_per_use_only(demo_targets):
     # Same single pooled connection, next use: the defaults, not the previous use's values.
     with engines.connect(primary) as conn:
         assert conn.execute(text("SHOW statement_timeout")).scalar_one() == "5s"
+
+
+def test_it_applies_default_and_per_use_timeouts_behind_pgbouncer_too(demo_targets):
+    bouncer = demo_targets["demo-bouncer"]
+    for _ in range(3):  # whichever server connection the pool hands out
+        with engines.connect(bouncer, statement_timeout_ms=150) as conn:
+            assert conn.execute(text("SHOW statement_timeout")).scalar_one() == "150ms"
+        with engines.connect(bouncer) as conn:
+            assert conn.execute(text("SHOW statement_timeout")).scalar_one() == "5s"
+
+
+def test_it_pings_a_connection_idle_for_longer_than_the_setting(demo_targets, settings):
+    settings.ENGINE_PING_AFTER_IDLE_S = 0.0
+    primary = demo_targets["demo-primary"]
+    engines.forget(primary.pk)
+    with engines.connect(primary) as conn:
+        engine = conn.engine
+    pings, original = [], engine.dialect.do_ping
+    engine.dialect.do_ping = lambda dbapi_conn: pings.append(1) or original(dbapi_conn)
+    try:
+        with engines.connect(primary) as conn:
+            assert conn.execute(text("SELECT 1")).scalar_one() == 1
+    finally:
+        engine.dialect.do_ping = original
+    assert pings == [1]
 
 
 def test_it_rolls_back_when_asked(demo_targets):
