@@ -73,6 +73,13 @@ def test_it_refuses_more_rows_than_configured_before_creating_any(db, demo_targe
     _assert_refused(response, "line 5: more than 3 tenants (TENANT_CSV_MAX_ROWS)")
 
 
+def test_it_refuses_a_csv_file_larger_than_its_rows_can_be_without_reading_it(db, demo_targets, client_as, settings):
+    settings.TENANT_CSV_MAX_ROWS = 2  # 2 KB at most
+    csv_bytes = b"# padding\n" * 300 + b"pad_a,Padded\n"
+    response = _onboard(client_as("operator"), demo_targets["demo-primary"], csv_bytes)
+    _assert_refused(response, "The CSV file is larger than 2 KB: 2 tenants at most.")
+
+
 def test_it_takes_5000_rows_by_default_and_says_so(db, demo_targets, client_as):
     client = client_as("operator")
     assert "5,000 tenants at most" in client.get("/tenants/onboard/").content.decode()
