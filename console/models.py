@@ -226,6 +226,7 @@ class Job(models.Model):
     class State(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
+        PAUSED = "paused", "Paused"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
@@ -247,6 +248,11 @@ class Job(models.Model):
     result = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # Pause: the runner finishes its unit, checkpoints and frees its slot (state PAUSED) until resumed.
+    pause_requested = models.BooleanField(default=False)
+    # Throttle (or any wait): queued, not to run before `not_before`, for `wait_reason`.
+    not_before = models.DateTimeField(null=True, blank=True)
+    wait_reason = models.TextField(blank=True)
 
     claimed_by = models.CharField(max_length=128, blank=True)
     attempts = models.PositiveIntegerField(default=0)
@@ -347,3 +353,47 @@ class AuditEvent(models.Model):
 
     def __str__(self):
         return f"{self.actor_username} {self.action} {self.object_repr} {self.outcome}"
+
+
+class Approval(models.Model):
+    """Four eyes on one action: what exactly was asked for (a digest of what the approver is shown),
+    who asked, who decided and how. Used through console.approvals, never edited directly."""
+
+    class Decision(models.TextChoices):
+        PENDING = "pending", "Waiting"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+        VOIDED = "voided", "Voided (what was approved changed)"
+        WITHDRAWN = "withdrawn", "Withdrawn"
+        USED = "used", "Approved and carried out"
+
+    kind = models.CharField(max_length=64, db_index=True)  # e.g. tenants.offboard, migrations.stage
+    object_type = models.CharField(max_length=32)
+    object_id = models.CharField(max_length=64)
+    object_repr = models.CharField(max_length=200)
+    summary = models.TextField(help_text="What the approver is shown, in words.")
+    shown = models.JSONField(default=dict, blank=True, help_text="Exactly what the approver is shown.")
+    digest = models.CharField(max_length=64, help_text="SHA-256 of `shown`: a changed digest voids the approval.")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    requested_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    decision = models.CharField(max_length=16, choices=Decision.choices, default=Decision.PENDING, db_index=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    comment = models.TextField(blank=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        indexes = [models.Index(fields=["object_type", "object_id", "kind"])]
+
+    def __str__(self):
+        return f"{self.kind} {self.object_repr} ({self.decision})"
+
+    def get_absolute_url(self):
+        return f"/approvals/{self.pk}/"
+
+    def is_expired(self, now=None) -> bool:
+        return (now or timezone.now()) >= self.expires_at
