@@ -349,10 +349,63 @@ def connect(
 
 
 @contextmanager
-def autocommit(target, credential: str = "change") -> Iterator[Connection]:
-    """A connection to the target's database outside any transaction (CREATE/DROP DATABASE)."""
-    with _checkout(target, None, credential) as conn:
+def session(
+    target,
+    *,
+    credential: str = "change",
+    database: str | None = None,
+    statement_timeout_ms: int | None = None,
+    lock_timeout_ms: int | None = None,
+) -> Iterator[Connection]:
+    """A pooled connection of its own server session, outside any transaction: the caller begins
+    and commits (Alembic, one transaction per revision; CREATE INDEX CONCURRENTLY between them).
+    Never through PgBouncer's transaction pool (a session there is any server connection): a
+    PgBouncer target's work goes to its primary. The timeouts hold for the whole session; whatever
+    the session set (search_path, settings, advisory locks) is reset before the connection goes back."""
+    server = target.upstream if target.behind_pgbouncer and target.upstream_id else target
+    with _checkout(server, database, credential) as conn:
+        try:
+            _set_session_timeouts(conn, statement_timeout_ms, lock_timeout_ms)
+            conn.commit()
+            yield conn
+        finally:
+            _reset_session(conn)
+
+
+@contextmanager
+def autocommit(target, *, credential: str = "change", database: str | None = None,
+               statement_timeout_ms: int | None = None, lock_timeout_ms: int | None = None) -> Iterator[Connection]:
+    """A session where every statement commits on its own (CREATE/DROP DATABASE, CREATE INDEX
+    CONCURRENTLY, VALIDATE CONSTRAINT in its own transaction), with its own timeouts."""
+    with session(target, credential=credential, database=database, statement_timeout_ms=statement_timeout_ms,
+                 lock_timeout_ms=lock_timeout_ms) as conn:
         yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def _set_session_timeouts(conn: Connection, statement_timeout_ms: int | None, lock_timeout_ms: int | None) -> None:
+    if statement_timeout_ms is None and lock_timeout_ms is None:
+        return
+    conn.execute(
+        text("SELECT set_config('statement_timeout', :statement_timeout, false), set_config('lock_timeout', :lock_timeout, false)"),
+        {
+            "statement_timeout": f"{statement_timeout_ms or settings.TARGET_STATEMENT_TIMEOUT_MS}ms",
+            "lock_timeout": f"{lock_timeout_ms or settings.TARGET_LOCK_TIMEOUT_MS}ms",
+        },
+    )
+
+
+def _reset_session(conn: Connection) -> None:
+    """Back to the session's start: settings (RESET ALL keeps the startup options) and locks."""
+    if conn.invalidated or conn.closed:
+        return
+    try:
+        if conn.in_transaction():
+            conn.rollback()
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.execute(text("RESET ALL"))
+        conn.execute(text("SELECT pg_advisory_unlock_all()"))
+    except sqlalchemy.exc.SQLAlchemyError:
+        conn.invalidate()  # whatever state it is in, it must not serve anyone else
 
 
 @dataclass

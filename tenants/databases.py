@@ -18,8 +18,13 @@ def connect_tenant(tenant, **options):
     return engines.connect(tenant.target, credential="change", database=tenant.database_name, **options)
 
 
-def autocommit(target):
-    return engines.autocommit(target, credential="change")
+def autocommit(target, database: str | None = None, **options):
+    return engines.autocommit(target, credential="change", database=database, **options)
+
+
+def session(target, database: str | None = None, **options):
+    """A session of its own (one transaction per migration revision), outside PgBouncer."""
+    return engines.session(target, credential="change", database=database, **options)
 
 
 forget = engines.forget

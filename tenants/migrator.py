@@ -1,9 +1,13 @@
 """The managed application's Alembic project, run in-process on the console's pooled connections.
 
-The console owns the migration environment: it hands Alembic a connection already in a
-transaction, bound to the tenant's schema (`SET LOCAL search_path`), with the version table in
-that schema, and commits once per tenant. The script directory (revisions) is read once per
-process. The project's own env.py serves the `alembic` command line only.
+The console owns the migration environment: it hands Alembic a session of its own (outside
+PgBouncer) bound to the tenant's schema (`SET search_path`, reset when the session goes back to
+the pool), with the version table in that schema, and Alembic commits once per revision. So a
+revision may hold work that cannot run in a transaction (`CREATE INDEX CONCURRENTLY`) or must be
+committed on its own (`VALIDATE CONSTRAINT`), in `op.get_context().autocommit_block()`. The SQL of
+the pending revisions is rendered offline (`as_sql`) by the same configuration, for previews. The
+script directory (revisions) is read once per process. The project's own env.py serves the
+`alembic` command line only.
 
 Compared with one `alembic upgrade head` process per tenant, this saves the interpreter start,
 the imports, the revision files being read again and a new login to the server, per tenant.
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import io
 import logging
 import threading
 
@@ -65,10 +70,21 @@ def script_directory() -> ScriptDirectory:
     return ScriptDirectory.from_config(config)
 
 
+class MigratorError(Exception):
+    """The application's migrations cannot be run as they are; the message says what to do."""
+
+
 def head() -> str:
-    """The application's head revision (one head: branches are not supported)."""
+    """The application's head revision: exactly one, or a MigratorError saying how to fix it."""
     with _lock:
-        return script_directory().get_current_head() or ""
+        heads = script_directory().get_heads()
+    if len(heads) > 1:
+        raise MigratorError(
+            f"The application's migrations have {len(heads)} heads ({', '.join(sorted(heads))}): the console "
+            "migrates to one head only. Merge them (alembic merge -m 'merge heads' "
+            f"{' '.join(sorted(heads))}) and deploy the merge revision."
+        )
+    return heads[0] if heads else ""
 
 
 @functools.cache
@@ -96,11 +112,10 @@ def current_version(conn: Connection, schema: str) -> str:
     return context.get_current_revision() or ""
 
 
-def upgrade(conn: Connection, schema: str, revision: str = "head") -> tuple[str, str]:
-    """Bring the schema the transaction is bound to up to `revision`, inside the caller's
-    transaction. Returns (version before, version after)."""
+def _context(conn: Connection | None, schema: str, revision: str, dialect_name: str | None = None, **opts) -> MigrationContext:
     script = script_directory()
-    before = current_version(conn, schema)
+    if revision == "head":
+        revision = head()  # refuses several heads
 
     def upgrade_steps(rev, _context):
         return script._upgrade_revs(revision, rev)
@@ -109,8 +124,9 @@ def upgrade(conn: Connection, schema: str, revision: str = "head") -> tuple[str,
     with _lock:
         script.revision_map.get_revisions(revision)
         alembic_op._proxy = _operations  # module functions (op.create_table, ...) call _proxy
-    context = MigrationContext.configure(
+    return MigrationContext.configure(
         conn,
+        dialect_name=dialect_name,
         opts={
             "fn": upgrade_steps,
             "script": script,
@@ -118,12 +134,45 @@ def upgrade(conn: Connection, schema: str, revision: str = "head") -> tuple[str,
             "version_table": VERSION_TABLE,
             "version_table_schema": schema,
             "transactional_ddl": True,
+            "transaction_per_migration": True,
             "target_metadata": metadata(),
+            **opts,
         },
     )
-    with _operations.running(context):
+
+
+def upgrade(conn: Connection, schema: str, revision: str = "head") -> tuple[str, str]:
+    """Bring the schema the session is bound to (tenancy.bind_session) up to `revision`, one
+    transaction per revision, so a failure leaves every earlier revision done and recorded.
+    `conn` must not be in a transaction. Returns (version before, version after)."""
+    if conn.in_transaction():
+        raise MigratorError("migrator.upgrade needs a session outside any transaction (engines.session)")
+    before = current_version(conn, schema)
+    conn.commit()  # reading the version began a transaction
+    context = _context(conn, schema, revision)
+    try:
+        with _operations.running(context), context.begin_transaction():
+            context.run_migrations()
+    finally:
+        if conn.in_transaction():
+            conn.rollback()
+    after = current_version(conn, schema)
+    conn.commit()
+    return before, after
+
+
+def pending_sql(schema: str, current: str, revision: str = "head") -> str:
+    """The SQL that `upgrade` runs from `current` to `revision`, rendered offline (as_sql) by the
+    same configuration: each revision in its own BEGIN/COMMIT, its autocommit blocks outside them,
+    the version table updates included. Empty when nothing is pending."""
+    buffer = io.StringIO()
+    context = _context(
+        None, schema, revision, dialect_name="postgresql", as_sql=True, output_buffer=buffer,
+        starting_rev=current or None, literal_binds=True,
+    )
+    with _operations.running(context), context.begin_transaction():
         context.run_migrations()
-    return before, current_version(conn, schema)
+    return buffer.getvalue()
 
 
 def drift(conn: Connection, schema: str) -> list[str]:

@@ -151,15 +151,16 @@ def _provision_database(tenant: Tenant) -> str:
 def _provision_shared(tenant: Tenant) -> str:
     """The shared schema at head (made by the first shared tenant), then the tenant's row."""
     schema = tenant.schema_name
-    with databases.connect_tenant(tenant, statement_timeout_ms=settings.TENANT_MIGRATE_STATEMENT_TIMEOUT_MS) as conn:
+    with databases.connect_tenant(tenant) as conn:
         tenancy.lock(conn, f"{schema}:migrate")
         found = tenancy.schema_marker(conn, schema)
         if found is None:
             tenancy.create_schema(conn, schema, SHARED_MARKER)
         elif not _adoptable(conn, schema, found, SHARED_MARKER):
             raise StepError(f"schema {schema} exists and was not made by the console; set TENANT_SHARED_SCHEMA")
+    _before, after, _elapsed_ms, _backend = migrate_location(tenant.target, tenant.database_name, schema, tenant.slug)
+    with databases.connect_tenant(tenant) as conn:
         tenancy.bind(conn, schema=schema, tenant_key=tenant.slug)
-        before, after = migrator.upgrade(conn, schema)
         rows = tenancy.insert_tenant_row(conn, tenant_key=tenant.slug, name=tenant.name)
     made = "created shared schema, " if found is None else ""
     return f"{made}shared schema {schema} at {after}; tenant row {'added' if rows else 'already there'}"
@@ -175,15 +176,17 @@ def step_migrate(tenant: Tenant) -> str:
 
 def migrate_location(target: Target, database: str | None, schema: str, tenant_key: str | None = None,
                      revision: str = "head"):
-    """One schema to head, in one transaction, serialised with anyone else migrating it. Returns
-    the versions before and after, the time taken and the server process that did it."""
+    """One schema to `revision`, one transaction per revision, in a session of its own serialised
+    with anyone else migrating it. Returns the versions before and after, the time taken and the
+    server process that did it."""
     started = time.perf_counter()
     timeout_ms = settings.TENANT_MIGRATE_STATEMENT_TIMEOUT_MS
-    with databases.connect(target, database, statement_timeout_ms=timeout_ms) as conn:
-        tenancy.lock(conn, f"{schema}:migrate")
-        tenancy.bind(conn, schema=schema, tenant_key=tenant_key)
+    with databases.session(target, database, statement_timeout_ms=timeout_ms) as conn:
+        tenancy.lock_session(conn, f"{schema}:migrate")
+        tenancy.bind_session(conn, schema=schema, tenant_key=tenant_key)
         before, after = migrator.upgrade(conn, schema, revision)
         backend = server.backend_pid(conn)
+        conn.commit()
     return before, after, (time.perf_counter() - started) * 1000, backend
 
 

@@ -80,7 +80,8 @@ def test_it_manages_another_application_from_the_script_location_setting(db, dem
             assert migrator.head() == "a1"
             with engines.connect(demo_targets["demo-primary"], credential="change") as conn:
                 tenancy.create_schema(conn, schema, "test")
-                tenancy.bind(conn, schema=schema, tenant_key=None)
+            with engines.session(demo_targets["demo-primary"]) as conn:
+                tenancy.bind_session(conn, schema=schema, tenant_key=None)
                 assert migrator.upgrade(conn, schema) == ("", "a1")
                 assert tenancy.tables_in_schema(conn, schema) == ["alembic_version", "invoices"]
                 assert migrator.drift(conn, schema) == []

@@ -44,6 +44,20 @@ def bind(conn: Connection, *, schema: str, tenant_key: str | None, role: str | N
         _run(conn, sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
 
 
+def bind_session(conn: Connection, *, schema: str, tenant_key: str | None) -> None:
+    """For the whole session (engines.session resets it): what `bind` sets for one transaction,
+    for work that spans several transactions, such as one transaction per migration revision."""
+    _run(conn, sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+    conn.execute(text("SELECT set_config('app.tenant_id', :tenant, false)"), {"tenant": tenant_key or ""})
+    conn.commit()
+
+
+def lock_session(conn: Connection, key: str) -> None:
+    """Serialise work on one schema until the session lets go (engines.session unlocks all)."""
+    conn.execute(text("SELECT pg_advisory_lock(hashtextextended(:key, 0))"), {"key": key})
+    conn.commit()
+
+
 def current_binding(conn: Connection) -> dict:
     return dict(
         conn.execute(
