@@ -3,7 +3,7 @@ gives the same, complete answer."""
 
 from django.db.models import Count
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from console.models import Job, Target
 
@@ -33,7 +33,7 @@ class ConsoleCollector:
 
 def monitor_families():
     from monitors import pools
-    from monitors.models import Alert, SlowStatement, TargetState
+    from monitors.models import Alert, SamplerHealth, SlowStatement, TargetState
 
     names = dict(Target.objects.values_list("pk", "name"))
     pool = {
@@ -74,6 +74,20 @@ def monitor_families():
     for row in SlowStatement.objects.values("target_id").annotate(n=Count("id")):
         own_slow.add_metric([names.get(row["target_id"], str(row["target_id"]))], row["n"])
     yield own_slow
+
+    failures = CounterMetricFamily(
+        "fleet_sampler_failures", "Rounds in which a sampler failed on a target", labels=["target", "sampler"]
+    )
+    last_success = GaugeMetricFamily(
+        "fleet_sampler_last_success_timestamp_seconds", "Unix time of a sampler's last successful round on a target",
+        labels=["target", "sampler"],
+    )
+    for health in SamplerHealth.objects.all():
+        labels = [names.get(health.target_id, str(health.target_id)), health.sampler]
+        failures.add_metric(labels, health.failures_total)
+        if health.last_success_at is not None:
+            last_success.add_metric(labels, health.last_success_at.timestamp())
+    yield from (failures, last_success)
 
     alerts = GaugeMetricFamily("fleet_alert", "Open alerts: 1 warning, 2 critical", labels=["target", "alert"])
     for alert in Alert.open():

@@ -237,6 +237,8 @@ MONITOR_LONG_RUNNING_S = envfloat("MONITOR_LONG_RUNNING_S", 60.0)
 MONITOR_SLOW_QUERY_MS = envfloat("MONITOR_SLOW_QUERY_MS", 100.0)  # mean time that makes a query slow
 MONITOR_ALLOW_CANCEL = envbool("MONITOR_ALLOW_CANCEL", "true")
 MONITOR_ALLOW_TERMINATE = envbool("MONITOR_ALLOW_TERMINATE", "true")
+# A sampler failing this many rounds in a row on a target that is up opens a critical alert.
+MONITOR_SAMPLER_FAILURE_ALERT_ROUNDS = envint("MONITOR_SAMPLER_FAILURE_ALERT_ROUNDS", 3)
 CONSOLE_SLOW_STATEMENT_MS = envfloat("CONSOLE_SLOW_STATEMENT_MS", 500.0)
 POOL_PUBLISH_INTERVAL_S = envfloat("POOL_PUBLISH_INTERVAL_S", 10.0)
 # (warning, critical) per alert, from the seeds; editable per target on its alerts page.

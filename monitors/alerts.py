@@ -1,5 +1,7 @@
 """Alerts: thresholds (defaults from the seeds, overridable per target) checked after every
-sampling round; an alert opens, changes level and closes as the figures move."""
+sampling round; an alert opens, changes level and closes as the figures move. A sampler that
+failed MONITOR_SAMPLER_FAILURE_ALERT_ROUNDS rounds in a row on a target that is up opens a
+critical alert of its own (`sampler_<name>`): its figures have stopped updating."""
 
 from collections import defaultdict
 
@@ -9,7 +11,7 @@ from django.utils import timezone
 
 from console.models import Target
 from monitors import pools
-from monitors.models import Alert, AlertThreshold, TargetState
+from monitors.models import Alert, AlertThreshold, SamplerHealth, TargetState
 
 LABELS = {
     "pool_utilisation_pct": ("Pool use", "%"),
@@ -67,6 +69,10 @@ def evaluate(targets) -> None:
     for override in AlertThreshold.objects.filter(target_id__in=ids):
         overrides[override.target_id].append(override)
     pool_totals = pools.totals_by_target()
+    rounds = settings.MONITOR_SAMPLER_FAILURE_ALERT_ROUNDS
+    failing = defaultdict(list)
+    for health in SamplerHealth.objects.filter(target_id__in=ids, consecutive_failures__gte=rounds):
+        failing[health.target_id].append(health)
     now = timezone.now()
     for target in targets:
         target.status = statuses.get(target.pk, target.status)
@@ -76,10 +82,22 @@ def evaluate(targets) -> None:
             warning, critical = limits[metric]
             level = level_for(value, warning, critical)
             if level:
-                wanted[metric] = (level, value, critical if level == Alert.Level.CRITICAL else warning)
+                threshold = critical if level == Alert.Level.CRITICAL else warning
+                label, unit = LABELS[metric]
+                message = f"{label} {value:,.0f}{unit} (threshold {threshold:,.0f}{unit})"
+                wanted[metric] = (level, value, threshold, message)
         if target.status == Target.Status.DOWN:
-            wanted["target_down"] = (Alert.Level.CRITICAL, 1.0, 1.0)
+            wanted["target_down"] = (Alert.Level.CRITICAL, 1.0, 1.0, f"{target.name} is down")
+        else:  # a down target's samplers fail for that one reason, already alerted
+            for health in failing[target.pk]:
+                wanted[f"sampler_{health.sampler}"] = (Alert.Level.CRITICAL, health.consecutive_failures, rounds, sampler_message(health))
         _apply(target, wanted, now)
+
+
+def sampler_message(health: SamplerHealth) -> str:
+    message = (f"{health.get_sampler_display()} failing for {health.consecutive_failures} rounds since "
+               f"{health.failing_since:%Y-%m-%d %H:%M:%S} UTC: {health.last_error}")
+    return message if len(message) <= 300 else message[:299] + "…"
 
 
 @transaction.atomic
@@ -89,11 +107,7 @@ def _apply(target, wanted: dict, now) -> None:
         if metric not in wanted:
             alert.closed_at = now
             alert.save(update_fields=["closed_at"])
-    for metric, (level, value, threshold) in wanted.items():
-        label, unit = LABELS[metric]
-        message = f"{label} {value:,.0f}{unit}" if metric != "target_down" else f"{target.name} is down"
-        if metric != "target_down":
-            message += f" (threshold {threshold:,.0f}{unit})"
+    for metric, (level, value, threshold, message) in wanted.items():
         alert = open_alerts.get(metric)
         if alert is None:
             Alert.objects.create(target=target, metric=metric, level=level, value=value, threshold=threshold,

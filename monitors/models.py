@@ -4,7 +4,18 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Coalesce
 from django.utils import timezone
+
+
+class LagSource(models.TextChoices):
+    """Who measured a replica's lag. The primary's pg_stat_replication is preferred: it measures
+    from the primary's own clock and never counts an idle primary as lag."""
+
+    STANDBYS = "standbys", "this primary's pg_stat_replication"
+    PRIMARY = "primary", "the primary's pg_stat_replication"
+    REPLICA = "replica", "this replica's own view (heartbeat)"
+    NONE = "", "unknown"
 
 
 class TargetState(models.Model):
@@ -26,6 +37,7 @@ class TargetState(models.Model):
     replication = models.JSONField(default=dict)
     replica_lag_s = models.FloatField(null=True)
     replica_lag_bytes = models.FloatField(null=True)
+    replica_lag_source = models.CharField(max_length=16, choices=LagSource.choices, blank=True)
     bouncer_pools = models.JSONField(default=list)
     bouncer_stats = models.JSONField(default=list)
     bouncer_cl_waiting = models.IntegerField(null=True)
@@ -49,6 +61,53 @@ class TargetState(models.Model):
         if not usable or self.connections is None:
             return None
         return 100.0 * self.connections / usable
+
+
+class SamplerHealth(models.Model):
+    """How one sampler fares on one target: when it last succeeded, and since when and why it
+    fails. Pages show failing samplers next to the figures they stopped updating."""
+
+    class Sampler(models.TextChoices):
+        FAST = "fast", "Activity, connections and replication sampler"
+        STATEMENTS = "statements", "pg_stat_statements sampler"
+        HEARTBEAT = "heartbeat", "Heartbeat writer"
+
+    target = models.ForeignKey("console.Target", on_delete=models.CASCADE, related_name="sampler_health")
+    sampler = models.CharField(max_length=16, choices=Sampler.choices)
+    last_success_at = models.DateTimeField(null=True)
+    last_failure_at = models.DateTimeField(null=True)
+    failing_since = models.DateTimeField(null=True)
+    consecutive_failures = models.IntegerField(default=0)
+    failures_total = models.BigIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["sampler"]
+        constraints = [models.UniqueConstraint(fields=["target", "sampler"], name="sampler_health_unique")]
+
+    @property
+    def failing(self) -> bool:
+        return self.consecutive_failures > 0
+
+    @classmethod
+    def record_success(cls, target_id: int, sampler: str, now=None) -> None:
+        cls._record(target_id, sampler, last_success_at=now or timezone.now(), consecutive_failures=0, failing_since=None)
+
+    @classmethod
+    def record_failure(cls, target_id: int, sampler: str, error: str, now=None) -> None:
+        now = now or timezone.now()
+        cls._record(
+            target_id, sampler, last_failure_at=now, last_error=error[:2000],
+            consecutive_failures=models.F("consecutive_failures") + 1, failures_total=models.F("failures_total") + 1,
+            failing_since=Coalesce(models.F("failing_since"), models.Value(now)),
+        )
+
+    @classmethod
+    def _record(cls, target_id: int, sampler: str, **changes) -> None:
+        rows = cls.objects.filter(target_id=target_id, sampler=sampler)
+        if not rows.update(**changes):
+            cls.objects.get_or_create(target_id=target_id, sampler=sampler)
+            rows.update(**changes)
 
 
 class EnginePool(models.Model):
@@ -119,16 +178,23 @@ class StatementCounter(models.Model):
     queryid = models.BigIntegerField()
     dbid = models.BigIntegerField()
     userid = models.BigIntegerField()
+    toplevel = models.BooleanField(default=True)  # false: the statement's nested runs (track = all)
     calls = models.BigIntegerField()
     total_exec_ms = models.FloatField()
     rows = models.BigIntegerField()
     query = models.TextField()
     seen_at = models.DateTimeField()
 
+    KEY = ("queryid", "dbid", "userid", "toplevel")  # the view's own key
+
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["target", "queryid", "dbid", "userid"], name="statement_counter_unique")
+            models.UniqueConstraint(fields=["target", "queryid", "dbid", "userid", "toplevel"], name="statement_counter_unique")
         ]
+
+    @property
+    def key(self) -> tuple:
+        return tuple(getattr(self, field) for field in self.KEY)
 
 
 class StatementDelta(models.Model):
@@ -138,6 +204,7 @@ class StatementDelta(models.Model):
     queryid = models.BigIntegerField()
     dbid = models.BigIntegerField()
     userid = models.BigIntegerField()
+    toplevel = models.BooleanField(default=True)
     window_start = models.DateTimeField()
     window_end = models.DateTimeField()
     calls = models.BigIntegerField()

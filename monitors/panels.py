@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from console.models import Target
 from monitors import charts, pools, samplers, series
-from monitors.models import Alert, MetricPoint, SlowStatement, TargetState
+from monitors.models import Alert, LagSource, MetricPoint, SamplerHealth, SlowStatement, TargetState
 
 WINDOWS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "6h": timedelta(hours=6),
            "24h": timedelta(hours=24), "7d": timedelta(days=7)}
@@ -20,9 +20,11 @@ SORTS = ("name", "status", "pool", "connections", "lag", "slow", "alerts")
 OVERVIEW_FIELDS = (
     "id", "name", "role", "status", "last_seen_at", "tags", "upstream__name",
     "state__connections", "state__max_connections", "state__reserved_connections", "state__replica_lag_s",
-    "state__replica_lag_bytes", "state__slow_queries", "state__bouncer_cl_waiting",
+    "state__replica_lag_bytes", "state__replica_lag_source", "state__slow_queries", "state__bouncer_cl_waiting",
 )
 ROLE_LABELS = dict(Target.Role.choices)
+SAMPLER_LABELS = dict(SamplerHealth.Sampler.choices)
+LAG_SOURCE_LABELS = dict(LagSource.choices)
 STATUS_LABELS = dict(Target.Status.choices)
 
 
@@ -45,6 +47,10 @@ def overview_rows(targets, sort: str = "name") -> list[dict]:
     for target_id, level, message in Alert.open().values_list("target_id", "level", "message"):
         open_alerts[target_id].append({"level": level, "message": message,
                                        "short": message if len(message) <= 40 else message[:39] + "…"})
+    failing = defaultdict(list)
+    for target_id, sampler, since in SamplerHealth.objects.filter(consecutive_failures__gt=0).values_list(
+            "target_id", "sampler", "failing_since"):
+        failing[target_id].append(f"{SAMPLER_LABELS.get(sampler, sampler)} failing since {since:%H:%M:%S} UTC")
     now = timezone.now()
     rows = []
     for t in targets.values(*OVERVIEW_FIELDS):
@@ -78,6 +84,8 @@ def overview_rows(targets, sort: str = "name") -> list[dict]:
             "conn_level": meter_level(conn_pct),
             "lag_s": lag_s,
             "lag_text": f"{lag_s:.1f} s · {_bytes(t['state__replica_lag_bytes'] or 0)}" if lag_s is not None else "",
+            "lag_source": LAG_SOURCE_LABELS.get(t["state__replica_lag_source"] or "", ""),
+            "failing_samplers": failing[t["id"]],
             "slow": t["state__slow_queries"],
             "alerts": alerts,
         })
@@ -175,6 +183,7 @@ def live_context(target: Target, params) -> dict:
         "top": samplers.top_statements(target, WINDOWS[window_name], order) if target.role != Target.Role.PGBOUNCER else [],
         "own_slow": SlowStatement.objects.filter(target=target)[:10],
         "alerts": Alert.open().filter(target=target),
+        "sampler_health": list(SamplerHealth.objects.filter(target=target)),
         "spark": spark,
         "allow_cancel": settings.MONITOR_ALLOW_CANCEL,
         "allow_terminate": settings.MONITOR_ALLOW_TERMINATE,

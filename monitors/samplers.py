@@ -1,5 +1,7 @@
 """Samplers: read each target (with bounded concurrency and per-target timeouts) and store what
-they saw in the console DB. A failing target is logged, marked down and skipped."""
+they saw in the console DB. A target that does not answer is logged, marked down and skipped.
+Every sampler's outcome on every target is kept (SamplerHealth), so a sampler that fails is shown
+where its figures are, instead of leaving them frozen."""
 
 import logging
 import time
@@ -16,32 +18,30 @@ from django.utils import timezone
 
 from console import engines
 from console.models import Target
-from console.pg import activity, bouncer, replication, statements
+from console.pg import activity, bouncer, heartbeat, replication, statements
 from console.secrets import SecretUnavailable, redact
 from monitors import alerts, pools, series
-from monitors.models import StatementCounter, StatementDelta, TargetState
+from monitors.models import LagSource, SamplerHealth, StatementCounter, StatementDelta, TargetState
 
 log = logging.getLogger(__name__)
 
 SAMPLED_ERRORS = (engines.TargetError, sqlalchemy.exc.SQLAlchemyError, psycopg.Error, SecretUnavailable, OSError)
+Sampler = SamplerHealth.Sampler
 
 
-def _each_target(sample, targets) -> dict:
-    """Run `sample(target)` for every target, a bounded number at a time; never raises."""
+def _each_target(sampler: str, sample, targets, marks_down: bool = True) -> dict:
+    """Run `sample(target)` for every target, a bounded number at a time, and record how each
+    went; never raises. A target that does not answer is marked down if `marks_down`."""
 
     def guarded(target):
         try:
-            return sample(target)
-        except SAMPLED_ERRORS as exc:
-            message = _error_text(target, exc)
-            log.warning("sampling %s failed: %s", target.name, message)
-            target.mark_down(message)
-            TargetState.objects.update_or_create(target=target, defaults={"sample_error": message})
-            series.record(target, {"up": 0.0})
+            sample(target)
+        except Exception as exc:
+            _record_failure(sampler, target, exc, marks_down)
             return False
-        except Exception:
-            log.exception("sampling %s crashed", target.name)
-            return False
+        else:
+            SamplerHealth.record_success(target.pk, sampler)
+            return True
         finally:
             connection.close()
 
@@ -50,16 +50,40 @@ def _each_target(sample, targets) -> dict:
     return {"ok": sum(1 for r in results if r), "failed": sum(1 for r in results if not r)}
 
 
+def _record_failure(sampler: str, target: Target, exc: Exception, marks_down: bool) -> None:
+    message = _error_text(target, exc)
+    if isinstance(exc, SAMPLED_ERRORS):
+        log.warning("%s sampler failed on %s: %s", sampler, target.name, message)
+    else:
+        log.error("%s sampler crashed on %s: %s", sampler, target.name, message, exc_info=exc)
+    try:
+        SamplerHealth.record_failure(target.pk, sampler, message)
+        if marks_down and _target_unreachable(exc):
+            target.mark_down(message)
+            TargetState.objects.update_or_create(target=target, defaults={"sample_error": message})
+            series.record(target, {"up": 0.0})
+    except Exception:
+        log.exception("could not record the failure of the %s sampler on %s", sampler, target.name)
+
+
+def _target_unreachable(exc: Exception) -> bool:
+    """The target did not answer (connect, pool, timeout, lost connection), as opposed to one
+    query of a sampler failing (a missing view, a privilege, the console's own database)."""
+    if not isinstance(exc, SAMPLED_ERRORS):
+        return False
+    original = getattr(exc, "orig", None) or exc
+    return not isinstance(original, psycopg.Error) or isinstance(original, psycopg.OperationalError)
+
+
 def _error_text(target, exc) -> str:
     if isinstance(exc, engines.TargetError):
         return str(exc)
     original = getattr(exc, "orig", None) or exc
+    if isinstance(original.__cause__, psycopg.Error):  # Django's wrapper of a console DB error
+        original = original.__cause__
     lines = str(original).strip().splitlines()
-    try:
-        password = target.password()
-    except SecretUnavailable:
-        password = None
-    return f"{target.name}: {redact(lines[0] if lines else type(original).__name__, password)}"
+    text = f"{type(original).__name__}: {lines[0]}" if lines else type(original).__name__
+    return f"{target.name}: {redact(text, *target.known_passwords())}"
 
 
 # Activity, connections, replication, PgBouncer pools: every MONITOR_FAST_INTERVAL_S ---------------
@@ -67,8 +91,11 @@ def _error_text(target, exc) -> str:
 
 def sample_fast_round(targets=None) -> dict:
     started = time.monotonic()
-    targets = list(targets if targets is not None else Target.objects.all())
-    summary = _each_target(sample_fast, targets)
+    targets = list(targets if targets is not None else Target.objects.select_related("upstream"))
+    summary = _each_target(Sampler.FAST, sample_fast, targets)
+    # After the round's reads, so that no standby is read with this round's heartbeat in flight.
+    beating = [t for t in targets if t.heartbeat_enabled and t.role == Target.Role.PRIMARY and t.status != Target.Status.DOWN]
+    _each_target(Sampler.HEARTBEAT, write_heartbeat, beating, marks_down=False)
     alerts.evaluate(targets)
     summary["seconds"] = round(time.monotonic() - started, 3)
     return summary
@@ -85,6 +112,7 @@ def sample_fast(target: Target) -> bool:
         in_recovery = limits["in_recovery"]
         if in_recovery:
             standby = replication.standby_status(conn)
+            standby["heartbeat_at"] = heartbeat.newest(conn) if _reads_heartbeat(target) else None
             standbys = []
         else:
             standby = None
@@ -92,7 +120,7 @@ def sample_fast(target: Target) -> bool:
     target.mark_up(in_recovery=in_recovery, latency_ms=round(latency_ms, 2), server_version=limits["server_version"])
     state = summarize_activity(rows, limits)
     other_connections = state.pop("other_connections")
-    state.update(summarize_replication(standby, standbys))
+    state.update(summarize_replication(standby, standbys, primary_view(target) if in_recovery else None))
     state.update(sampled_at=timezone.now(), sample_error="")
     TargetState.objects.update_or_create(target=target, defaults=state)
     series.record(target, {
@@ -140,18 +168,98 @@ def summarize_activity(rows: list[dict], limits: dict) -> dict:
     }
 
 
-def summarize_replication(standby: dict | None, standbys: list[dict]) -> dict:
-    if standby is not None:
+# Replication lag ---------------------------------------------------------------------------------
+
+
+def _reads_heartbeat(replica: Target) -> bool:
+    """A standby reads the heartbeat when its primary writes one, or when its primary is not
+    registered here (someone else's console may write it)."""
+    return replica.upstream is None or replica.upstream.heartbeat_enabled
+
+
+def primary_view(replica: Target) -> dict | None:
+    """The replica's row in its registered primary's pg_stat_replication (`error` says why there
+    is none). Its name there (application_name) is the replica target's name, else the primary's
+    only standby is taken."""
+    upstream = replica.upstream
+    if upstream is None:
+        return None
+    if upstream.status == Target.Status.DOWN:
+        return {"upstream": upstream.name, "error": f"{upstream.name} is down"}
+    try:
+        with engines.connect(upstream, statement_timeout_ms=settings.MONITOR_STATEMENT_TIMEOUT_MS, rollback=True) as conn:
+            rows = replication.standbys(conn)
+    except SAMPLED_ERRORS as exc:
+        return {"upstream": upstream.name, "error": _error_text(upstream, exc)}
+    named = [r for r in rows if r["application_name"] == replica.name]
+    row = named[0] if named else rows[0] if len(rows) == 1 else None
+    if row is None or row["replay_lag_s"] is None:
+        names = ", ".join(r["application_name"] or "(unnamed)" for r in rows) or "none"
+        return {"upstream": upstream.name, "error": f"no standby of {upstream.name} is named {replica.name} (standbys: {names})"}
+    return {"upstream": upstream.name, "error": "", **row}
+
+
+def own_lag_s(standby: dict) -> float | None:
+    """The replica's own view: 0 while it streams and has replayed all it received; else the age
+    of the newest change it replayed, known only with a heartbeat (without one, a primary that
+    wrote nothing for a while would count as lag)."""
+    if standby["replayed_all_received"] and standby["receiver_status"] == "streaming":
+        return 0.0
+    if standby["heartbeat_at"] is None:
+        return None
+    newest = max(t for t in (standby["heartbeat_at"], standby["last_replayed_commit_at"]) if t is not None)
+    return max(0.0, (standby["now"] - newest).total_seconds())
+
+
+def summarize_replication(standby: dict | None, standbys: list[dict], from_primary: dict | None = None) -> dict:
+    if standby is None:
         return {
-            "replication": {"side": "standby", **standby},
-            "replica_lag_s": standby["replay_lag_s"],
-            "replica_lag_bytes": standby["replay_bytes_pending"] or 0.0,
+            "replication": {"side": "primary", "standbys": standbys},
+            "replica_lag_s": max((s["replay_lag_s"] or 0.0 for s in standbys), default=None),
+            "replica_lag_bytes": max((s["replay_bytes_behind"] or 0.0 for s in standbys), default=None),
+            "replica_lag_source": LagSource.STANDBYS if standbys else LagSource.NONE,
         }
+    own = own_lag_s(standby)
+    if from_primary and not from_primary["error"]:
+        lag_s, lag_bytes, source = from_primary["replay_lag_s"], from_primary["replay_bytes_behind"], LagSource.PRIMARY
+    else:
+        lag_s, lag_bytes = own, standby["replay_bytes_pending"] or 0.0
+        source = LagSource.REPLICA if own is not None else LagSource.NONE
+    heartbeat_at = standby["heartbeat_at"]
     return {
-        "replication": {"side": "primary", "standbys": standbys},
-        "replica_lag_s": max((s["replay_lag_s"] or 0.0 for s in standbys), default=None),
-        "replica_lag_bytes": max((s["replay_bytes_behind"] or 0.0 for s in standbys), default=None),
+        "replication": {
+            "side": "standby",
+            "replay_paused": standby["replay_paused"],
+            "replay_bytes_pending": standby["replay_bytes_pending"],
+            "receiver_status": standby["receiver_status"],
+            "own_lag_s": own,
+            "heartbeat_at": heartbeat_at.isoformat() if heartbeat_at else None,
+            "primary_view": from_primary,
+            "lag_source": source,
+        },
+        "replica_lag_s": lag_s,
+        "replica_lag_bytes": lag_bytes,
+        "replica_lag_source": source,
     }
+
+
+def write_heartbeat(primary: Target) -> None:
+    """One heartbeat row per round, written and (the first time in a process, or after a failure)
+    set up with the change credential."""
+    ready = (primary.pk, primary.username)
+    try:
+        with engines.connect(primary, credential="change", statement_timeout_ms=settings.MONITOR_STATEMENT_TIMEOUT_MS) as conn:
+            if ready not in _heartbeat_ready:
+                heartbeat.ensure(conn, reader=primary.username)
+            heartbeat.beat(conn, settings.ENGINE_APPLICATION_NAME)
+    except Exception:
+        _heartbeat_ready.discard(ready)
+        raise
+    _heartbeat_ready.add(ready)
+
+
+# (primary, monitor role) pairs whose heartbeat table and grant this process has set up
+_heartbeat_ready: set[tuple[int, str]] = set()
 
 
 def sample_bouncer(target: Target) -> bool:
@@ -184,7 +292,9 @@ def sample_statements_round(targets=None) -> dict:
     started = time.monotonic()
     if targets is None:
         targets = Target.objects.exclude(role=Target.Role.PGBOUNCER)
-    summary = _each_target(sample_statements, list(targets))
+    targets = list(targets)
+    summary = _each_target(Sampler.STATEMENTS, sample_statements, targets)
+    alerts.evaluate(targets)
     summary["seconds"] = round(time.monotonic() - started, 3)
     return summary
 
@@ -221,13 +331,14 @@ def record_statement_snapshot(target: Target, rows: list[dict], reset_at, now) -
     """Store the deltas since the previous snapshot. Cumulative counters that went down, or a
     changed stats_reset, mean the view was reset: the new values are then the delta."""
     state, _ = TargetState.objects.select_for_update().get_or_create(target=target)
-    previous = {(c.queryid, c.dbid, c.userid): c for c in StatementCounter.objects.filter(target=target)}
+    previous = {c.key: c for c in StatementCounter.objects.filter(target=target)}
     baseline_only = state.statements_sampled_at is None
     reset = state.stats_reset_at is not None and reset_at != state.stats_reset_at
     window_start = state.statements_sampled_at or now
     deltas, counters = [], []
     for row in rows:
-        key = (row["queryid"], row["dbid"], row["userid"])
+        key = tuple(row[field] for field in StatementCounter.KEY)
+        identity = dict(zip(StatementCounter.KEY, key))
         before = previous.get(key)
         after_reset = reset or (before is not None and row["calls"] < before.calls)
         if before is None or after_reset:
@@ -236,16 +347,16 @@ def record_statement_snapshot(target: Target, rows: list[dict], reset_at, now) -
             calls, total_ms, n_rows = row["calls"] - before.calls, row["total_exec_ms"] - before.total_exec_ms, row["rows"] - before.rows
         if calls > 0 and not baseline_only:
             deltas.append(StatementDelta(
-                target=target, queryid=key[0], dbid=key[1], userid=key[2], window_start=window_start,
+                target=target, **identity, window_start=window_start,
                 window_end=now, calls=calls, total_exec_ms=max(0.0, total_ms), rows=max(0, n_rows), after_reset=after_reset,
             ))
         counters.append(StatementCounter(
-            target=target, queryid=key[0], dbid=key[1], userid=key[2], calls=row["calls"],
+            target=target, **identity, calls=row["calls"],
             total_exec_ms=row["total_exec_ms"], rows=row["rows"], query=row["query"] or "", seen_at=now,
         ))
     StatementDelta.objects.bulk_create(deltas, batch_size=1000)
     StatementCounter.objects.bulk_create(
-        counters, batch_size=1000, update_conflicts=True, unique_fields=["target", "queryid", "dbid", "userid"],
+        counters, batch_size=1000, update_conflicts=True, unique_fields=["target", *StatementCounter.KEY],
         update_fields=["calls", "total_exec_ms", "rows", "query", "seen_at"],
     )
     if reset:
@@ -272,8 +383,9 @@ def top_statements(target: Target, window: timedelta, order: str = "total", limi
         .order_by(ordering)[:limit]
     )
     rows = list(rows)
-    texts = dict(
-        StatementCounter.objects.filter(target=target, queryid__in=[r["queryid"] for r in rows]).values_list("queryid", "query")
+    texts = dict(  # the top-level text wins (a nested one may read "EXPLAIN ...")
+        StatementCounter.objects.filter(target=target, queryid__in=[r["queryid"] for r in rows])
+        .order_by("toplevel").values_list("queryid", "query")
     )
     for row in rows:
         row["query"] = texts.get(row["queryid"], "")

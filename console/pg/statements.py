@@ -1,4 +1,8 @@
-"""pg_stat_statements: read, never reset (other tools read it too)."""
+"""pg_stat_statements: read, never reset (other tools read it too).
+
+The view has one row per (userid, dbid, queryid, toplevel) (PostgreSQL 14+): with
+`pg_stat_statements.track = all`, a statement that also runs nested (inside a function, or under
+EXPLAIN) has a second row with toplevel false, so that is the key of every row read here."""
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -15,7 +19,7 @@ STATS_RESET = text("SELECT stats_reset FROM pg_stat_statements_info")
 
 STATEMENTS = text(
     """
-    SELECT queryid, dbid, userid, calls, total_exec_time::float8 AS total_exec_ms, rows,
+    SELECT queryid, dbid, userid, toplevel, calls, total_exec_time::float8 AS total_exec_ms, rows,
            shared_blks_hit, shared_blks_read, left(query, :query_chars) AS query
       FROM pg_stat_statements
      WHERE queryid IS NOT NULL
