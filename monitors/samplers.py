@@ -193,9 +193,11 @@ def primary_view(replica: Target) -> dict | None:
         return {"upstream": upstream.name, "error": _error_text(upstream, exc)}
     named = [r for r in rows if r["application_name"] == replica.name]
     row = named[0] if named else rows[0] if len(rows) == 1 else None
-    if row is None or row["replay_lag_s"] is None:
+    if row is None:
         names = ", ".join(r["application_name"] or "(unnamed)" for r in rows) or "none"
         return {"upstream": upstream.name, "error": f"no standby of {upstream.name} is named {replica.name} (standbys: {names})"}
+    if row["replay_lag_s"] is None:
+        return {"upstream": upstream.name, "error": f"{replica.name} has not reported replaying anything to {upstream.name} yet"}
     return {"upstream": upstream.name, "error": "", **row}
 
 
@@ -235,7 +237,6 @@ def summarize_replication(standby: dict | None, standbys: list[dict], from_prima
             "own_lag_s": own,
             "heartbeat_at": heartbeat_at.isoformat() if heartbeat_at else None,
             "primary_view": from_primary,
-            "lag_source": source,
         },
         "replica_lag_s": lag_s,
         "replica_lag_bytes": lag_bytes,
