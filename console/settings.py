@@ -179,6 +179,19 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # A message unacknowledged this long is handed out again; the job claim makes that harmless.
     "visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT_S", 3600),
 }
+# Two queues, each with its own worker processes, so hours-long jobs never starve the samplers:
+# "jobs" runs Job rows (console.run_job); "monitor" runs the samplers, alerts, probes, the job
+# reaper and the beat tasks that only enqueue jobs. A task not listed goes to "jobs".
+JOBS_QUEUE = env("CELERY_JOBS_QUEUE", "jobs")
+MONITOR_QUEUE = env("CELERY_MONITOR_QUEUE", "monitor")
+CELERY_TASK_DEFAULT_QUEUE = JOBS_QUEUE
+CELERY_TASK_ROUTES = {
+    "console.run_job": {"queue": JOBS_QUEUE},
+    "monitors.*": {"queue": MONITOR_QUEUE},
+    "console.probe_targets": {"queue": MONITOR_QUEUE},
+    "console.reap_stale_jobs": {"queue": MONITOR_QUEUE},
+    "tenants.refresh_health": {"queue": MONITOR_QUEUE},
+}
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-jobs": {
         "task": "console.reap_stale_jobs",

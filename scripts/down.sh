@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stops everything `make up` started: web, beat, worker, then the local fleet.
+# Stops everything `make up` started: web, beat, the two workers, then the local fleet.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 FLEET_DIR=${FLEET_DIR:-.fleet}
@@ -20,5 +20,6 @@ stop() {
 stop web
 stop beat
 stop worker
+stop monitor-worker
 [ -x .venv/bin/python ] && PY=.venv/bin/python || PY=python3
 $PY scripts/localfleet.py down --root "$FLEET_DIR"

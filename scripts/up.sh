@@ -12,7 +12,7 @@ LOG="$FLEET_DIR/log"
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 if [ "${1:-}" = "--status" ]; then
-  for name in web worker beat; do
+  for name in web worker monitor-worker beat; do
     if alive "$RUN/$name.pid"; then echo "$name: running (pid $(cat "$RUN/$name.pid"))"; else echo "$name: stopped"; fi
   done
   exit 0
@@ -37,10 +37,16 @@ set +a
 echo "[console] demo fleet:"
 .venv/bin/python manage.py bootstrap_demo
 
+# Two workers: jobs on one queue, monitor work (samplers, alerts, the reaper) on the other.
 if ! alive "$RUN/worker.pid"; then
-  .venv/bin/celery -A console worker --detach --concurrency 2 -n "worker@%h" \
+  .venv/bin/celery -A console worker --detach --concurrency 2 -n "worker@%h" -Q jobs \
     --pidfile "$RUN/worker.pid" --logfile "$LOG/worker.log" --loglevel INFO
-  echo "[console] worker started"
+  echo "[console] job worker started"
+fi
+if ! alive "$RUN/monitor-worker.pid"; then
+  .venv/bin/celery -A console worker --detach --concurrency 2 -n "monitor@%h" -Q monitor \
+    --pidfile "$RUN/monitor-worker.pid" --logfile "$LOG/monitor-worker.log" --loglevel INFO
+  echo "[console] monitor worker started"
 fi
 if ! alive "$RUN/beat.pid"; then
   .venv/bin/celery -A console beat --detach --pidfile "$RUN/beat.pid" --logfile "$LOG/beat.log" \

@@ -78,23 +78,24 @@ def django_db_setup(fleet, django_db_blocker):
 
 
 class Worker:
-    """A real Celery worker process (prefork), which a test may SIGKILL and start again."""
+    """A real Celery worker process (prefork) on one queue, which a test may SIGKILL and start again."""
 
-    def __init__(self, fleet, logdir: Path):
-        self.env = {**os.environ, **console_env(fleet)}
+    def __init__(self, fleet, logdir: Path, queue: str = "jobs", env: dict | None = None):
+        self.env = {**os.environ, **console_env(fleet), **(env or {})}
         self.logdir = logdir
+        self.queue = queue
         self.proc = None
         self.generation = 0
 
     def start(self, timeout_s: float = 60) -> None:
         self.generation += 1
-        self.logfile = self.logdir / f"worker-{self.generation}.log"
+        self.logfile = self.logdir / f"{self.queue}-worker-{self.generation}.log"
         with open(self.logfile, "w") as log:
             self.proc = subprocess.Popen(
                 [
                     sys.executable, "-m", "celery", "-A", "console", "worker", "-P", "prefork", "-c", "2",
-                    "--without-gossip", "--without-mingle", "--without-heartbeat",
-                    "-n", f"test{self.generation}@%h", "-l", "INFO",
+                    "--without-gossip", "--without-mingle", "--without-heartbeat", "-Q", self.queue,
+                    "-n", f"test-{self.queue}{self.generation}@%h", "-l", "INFO",
                 ],
                 cwd=ROOT,
                 env=self.env,
@@ -132,6 +133,7 @@ class Worker:
 
 @pytest.fixture(scope="session")
 def worker(fleet, django_db_setup, tmp_path_factory):
+    """The suite's job worker (queue "jobs")."""
     worker = Worker(fleet, tmp_path_factory.mktemp("worker"))
     worker.start()
     yield worker
@@ -140,10 +142,19 @@ def worker(fleet, django_db_setup, tmp_path_factory):
 
 @pytest.fixture
 def live_worker(worker):
-    """The session's worker, started again if a test killed it."""
+    """The session's job worker, started again if a test killed it."""
     if worker.proc.poll() is not None:
         worker.start()
     return worker
+
+
+@pytest.fixture
+def monitor_worker(fleet, django_db_setup, tmp_path):
+    """A worker on the monitor queue (samplers, alerts, the reaper), for the tests that need one."""
+    worker = Worker(fleet, tmp_path, queue="monitor")
+    worker.start()
+    yield worker
+    worker.stop()
 
 
 @pytest.fixture

@@ -23,10 +23,10 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCS = ROOT / "docs" / "deployment.md"
 
 TOPOLOGY = {
-    "console-db", "redis", "migrate", "web", "worker", "beat",
+    "console-db", "redis", "migrate", "web", "worker", "monitor-worker", "beat",
     "demo-primary", "demo-replica", "demo-bouncer", "demo-scratch",
 }
-CONSOLE_SERVICES = ("migrate", "web", "worker", "beat")
+CONSOLE_SERVICES = ("migrate", "web", "worker", "monitor-worker", "beat")
 POSTGRES_SERVICES = ("console-db", "demo-primary", "demo-replica", "demo-scratch")
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}, $NAME; $$ is a literal $.
@@ -174,7 +174,7 @@ def test_it_describes_every_service_of_the_topology(services):
 
 
 def test_it_starts_web_worker_and_beat_only_after_migrate_succeeded(services):
-    for name in ("web", "worker", "beat"):
+    for name in ("web", "worker", "monitor-worker", "beat"):
         deps = depends_on(services[name])
         assert deps.get("migrate", {}).get("condition") == "service_completed_successfully", name
 
@@ -197,6 +197,10 @@ def test_it_runs_the_console_processes_from_the_one_console_image(services):
         assert (ROOT / context).resolve() == ROOT
     assert "gunicorn" in services["web"]["command"] and "console.wsgi" in services["web"]["command"]
     assert services["worker"]["command"][:4] == ["celery", "-A", "console", "worker"]
+    # Jobs and monitor work on queues of their own, each with its own worker service.
+    assert services["worker"]["command"][-2:] == ["-Q", "jobs"]
+    assert services["monitor-worker"]["command"][:4] == ["celery", "-A", "console", "worker"]
+    assert services["monitor-worker"]["command"][-2:] == ["-Q", "monitor"]
     assert services["beat"]["command"][:4] == ["celery", "-A", "console", "beat"]
 
 

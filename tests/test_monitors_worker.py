@@ -26,7 +26,7 @@ def _wait(predicate, timeout_s=30, poll_s=0.2):
     return False
 
 
-def test_it_samples_on_beats_schedule_and_workers_publish_their_pools(transactional_db, live_worker, demo_targets, fleet, tmp_path):
+def test_it_samples_on_beats_schedule_and_workers_publish_their_pools(transactional_db, monitor_worker, demo_targets, fleet, tmp_path):
     env = {**os.environ, **console_env(fleet), "MONITOR_FAST_INTERVAL_S": "1", "MONITOR_STATEMENTS_INTERVAL_S": "2"}
     with open(tmp_path / "beat.log", "w") as log:
         beat = subprocess.Popen(
