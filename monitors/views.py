@@ -55,6 +55,7 @@ def explain(request, target_id):
     analyze = request.POST.get("analyze") == "on"
     context = {"target": target, "sql": sql_text, "analyze": analyze}
     try:
+        pg_explain.check(sql_text, analyze)  # refused input never reaches the target
         with engines.connect(target, statement_timeout_ms=settings.EXPLAIN_STATEMENT_TIMEOUT_MS, rollback=True) as conn:
             context["plan"] = pg_explain.explain(conn, sql_text, analyze=analyze)
         outcome = "ok"

@@ -10,18 +10,22 @@ from console import audit, engines, services
 from console.forms import TargetForm
 from console.models import Job, Target
 from console.roles import ADMIN, OPERATOR, action
+from console.validators import TAG_RE
 from monitors import panels
 
 
 def fleet(request):
     targets = Target.objects.all()
-    tag = request.GET.get("tag", "").strip()
+    tag, tag_error = request.GET.get("tag", "").strip(), ""
+    if tag and not TAG_RE.fullmatch(tag):
+        tag, tag_error = "", "That is not a tag: tags are short lowercase words (letters, digits, '_', '.', ':', '-'). Showing every target."
     if tag:
         targets = targets.filter(tags__contains=[tag])
     sort = request.GET.get("sort", "name")
     context = {
         "rows": panels.overview_rows(targets, sort),
         "tag": tag,
+        "tag_error": tag_error,
         "sort": sort,
         "sorts": panels.SORTS,
         "all_tags": sorted({t for tags in Target.objects.values_list("tags", flat=True) for t in tags}),
