@@ -167,3 +167,24 @@ def test_it_manages_targets_from_the_command_line(db, fleet, demo_targets):
 @pytest.fixture(autouse=True)
 def wrong_password_env(monkeypatch):
     monkeypatch.setenv("FLEET_WRONG_PW_FOR_TEST", "definitely-not-it")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("connect_timeout_s", "0", "greater than or equal to 1"),  # 0 would make libpq wait forever
+    ("connect_timeout_s", "-3", "greater than or equal to"),
+    ("pool_timeout_s", "1e308", "less than or equal to 300"),
+    ("pool_timeout_s", "0", "greater than or equal to 0.1"),
+    ("pool_size", "0", "greater than or equal to 1"),
+    ("max_overflow", "1000", "less than or equal to 100"),
+    ("pool_recycle_s", "1", "greater than or equal to 10"),
+])
+def test_it_refuses_pool_and_timeout_settings_out_of_bounds(db, client_as, demo_targets, fleet, field, value, message):
+    response = client_as("admin").post("/fleet/targets/new/", _form(fleet, **{field: value}))
+    assert response.status_code == 200 and message in response.content.decode()
+    assert not Target.objects.filter(name="extra-primary").exists()
+
+
+def test_it_shows_the_bounds_of_every_number_in_the_target_form(db, client_as):
+    body = client_as("admin").get("/fleet/targets/new/").content.decode()
+    assert 'name="connect_timeout_s"' in body and 'min="1"' in body and 'max="60"' in body
+    assert "Between 1 and 60." in body and "Between 0.1 and 300." in body and "Between 1 and 100." in body
