@@ -1,6 +1,6 @@
 from django.db.models import Count
 
-from console import roles
+from console import approvals, roles
 
 
 def console(request):
@@ -18,4 +18,5 @@ def console(request):
         "user_role": roles.primary_role(request.user),
         "user_roles": roles.roles_of(request.user),
         "alert_badges": badges,
+        "approvals_waiting": approvals.waiting_for(request.user).count(),
     }

@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path, register_converter
 from django.views.generic import RedirectView
 
-from console.views import audit, fleet, health, jobs
+from console.views import approvals, audit, fleet, health, jobs
 from monitors import views as monitor_views
 
 class SignedIntConverter:
@@ -50,6 +50,10 @@ urlpatterns = [
     path("jobs/<int:job_id>/cancel/", jobs.job_cancel, name="job-cancel"),
     path("jobs/<int:job_id>/retry/", jobs.job_retry, name="job-retry"),
     path("audit/", audit.audit_list, name="audit"),
+    path("approvals/", approvals.approval_list, name="approvals"),
+    path("approvals/<int:approval_id>/", approvals.approval_detail, name="approval-detail"),
+    path("approvals/<int:approval_id>/decide/", approvals.approval_decide, name="approval-decide"),
+    path("approvals/<int:approval_id>/withdraw/", approvals.approval_withdraw, name="approval-withdraw"),
     path("tenants/", include("tenants.urls")),
     path("migrations/", include("migrations_ui.urls")),
     path("drills/", include("monitors.urls")),

@@ -5,6 +5,9 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from console import approvals
+
+OFFBOARD_APPROVAL = "tenants.offboard"
 SLUG_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 RESERVED_SLUGS = frozenset(
     {"public", "pg_catalog", "information_schema", "pg_toast", "postgres", "template0", "template1",
@@ -69,14 +72,7 @@ class Tenant(models.Model):
         "TenantHealth", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
 
-    offboard_requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    offboard_requested_at = models.DateTimeField(null=True, blank=True)
-    offboard_approved_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    offboard_approved_at = models.DateTimeField(null=True, blank=True)
+    # Offboarding is asked for and approved through console.approvals (kind OFFBOARD_APPROVAL).
     dump_path = models.CharField(max_length=500, blank=True)
     dump_size_bytes = models.BigIntegerField(null=True, blank=True)
     archived_at = models.DateTimeField(null=True, blank=True)
@@ -152,13 +148,27 @@ class Tenant(models.Model):
         """The latest measurement (size, rows, version, drift), or None if never measured."""
         return self.last_health
 
+    # Offboarding ---------------------------------------------------------------------------------
+
+    def offboarding_approval(self):
+        """The latest offboarding request, whatever became of it; None if never asked for."""
+        return approvals.latest(OFFBOARD_APPROVAL, self)
+
     @property
     def offboarding_requested(self) -> bool:
-        return self.offboard_requested_by_id is not None and self.state == self.State.ACTIVE
+        """An active tenant with a request waiting for an approver."""
+        if "_offboarding_requested" not in self.__dict__:
+            waiting = approvals.pending(OFFBOARD_APPROVAL, self) if self.state == self.State.ACTIVE else None
+            self._offboarding_requested = waiting is not None and not waiting.is_expired()
+        return self._offboarding_requested
 
-    def can_approve_offboarding(self, user) -> bool:
-        """Four eyes: never the requester, whatever their role."""
-        return self.offboarding_requested and user.pk != self.offboard_requested_by_id
+    @classmethod
+    def note_offboarding_requests(cls, tenants: list) -> list:
+        """`offboarding_requested` for a whole list in one query."""
+        waiting = set(approvals.waiting(OFFBOARD_APPROVAL).values_list("object_id", flat=True))
+        for tenant in tenants:
+            tenant._offboarding_requested = tenant.state == cls.State.ACTIVE and str(tenant.pk) in waiting
+        return tenants
 
 
 class TenantHealth(models.Model):

@@ -9,11 +9,11 @@ import time
 from django.db import transaction
 from django.utils import timezone
 
-from console import jobs
+from console import approvals, jobs
 from console.jobs import ClaimLost, JobCancelled, JobContext, runner
 from console.models import Target
 from tenants import migrator, services
-from tenants.models import Tenant
+from tenants.models import OFFBOARD_APPROVAL, Tenant
 
 ONBOARD = "tenants.onboard"
 MIGRATE = "tenants.migrate"
@@ -229,6 +229,10 @@ def run_offboard(ctx: JobContext) -> dict:
         ctx.log(f"{tenant.slug}: dump kept at {path} ({size} bytes)")
     ctx.raise_if_stopped()
 
+    if not data.get("approval_used"):
+        _use_approval(ctx, tenant, data)
+        data = dict(ctx.checkpoint_data)
+
     if not data.get("dropped"):
         message = services.drop(tenant)
         with transaction.atomic():
@@ -241,3 +245,17 @@ def run_offboard(ctx: JobContext) -> dict:
         ctx.checkpoint(3, data)
     tenant.refresh_from_db()
     return {"tenant": tenant.slug, "dump": tenant.dump_path, "dump_bytes": tenant.dump_size_bytes}
+
+
+def _use_approval(ctx: JobContext, tenant: Tenant, data: dict) -> None:
+    """Right before the drop: the approval must be of exactly this tenant as it is now. Used once,
+    with the checkpoint in its transaction; refused, the tenant is active again (the dump stays)."""
+    shown = services.offboarding_shown(tenant, ctx.params.get("dump_dir"))
+    try:
+        approvals.use(OFFBOARD_APPROVAL, tenant, shown, detail={"job": ctx.job.pk},
+                      then=lambda approval: ctx.checkpoint(1, {**data, "approval_used": approval.pk}))
+    except approvals.ApprovalRefused as refusal:
+        Tenant.objects.filter(pk=tenant.pk, state=Tenant.State.OFFBOARDING).update(state=Tenant.State.ACTIVE)
+        ctx.log(f"{tenant.slug}: not dropped: {refusal}", level="error")
+        raise
+    ctx.log(f"{tenant.slug}: approval checked: what is dropped is what was approved")

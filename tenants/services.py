@@ -23,12 +23,13 @@ from django.db import connection as console_db
 from django.db import transaction
 from django.utils import timezone
 
+from console import approvals
 from console.models import Target
 from console.pg import server, sizes, tenancy
 from console.secrets import SecretUnavailable, redact
 from console.validators import validate_pg_name
 from tenants import databases, migrator
-from tenants.models import Tenant, TenantHealth, validate_tenant_slug
+from tenants.models import OFFBOARD_APPROVAL, Tenant, TenantHealth, validate_tenant_slug
 
 log = logging.getLogger(__name__)
 
@@ -367,6 +368,54 @@ def _tenant_share(conn, schema: str, tenant_key: str, tables: list[dict]) -> lis
 
 
 # Offboarding ---------------------------------------------------------------------------------------
+
+
+def offboarding_shown(tenant: Tenant, dump_dir: str | None = None) -> dict:
+    """Exactly what the approver of this tenant's offboarding is shown; the job compares it again
+    right before it drops, so a tenant that changed in between is not dropped on an old approval.
+    The figures are the latest health snapshot's, without its time (a new measurement with the
+    same figures changes nothing)."""
+    health = Tenant.objects.select_related("last_health").get(pk=tenant.pk).last_health
+    measured = None
+    if health is not None and health.ok:
+        measured = {"size_bytes": health.size_bytes, "version": health.version,
+                    "rows": {table["table_name"]: table["rows_estimate"] for table in health.tables}}
+    target = tenant.target
+    return {
+        "action": "dump, then drop",
+        "tenant": tenant.slug,
+        "name": tenant.name,
+        "strategy": tenant.strategy,
+        "target": target.name,
+        "server": f"{target.host}:{target.port}/{target.dbname}",
+        "location": tenant.location,
+        "dump_dir": str(dump_dir or settings.TENANT_DUMP_DIR),
+        "measured": measured,
+    }
+
+
+def request_offboarding(tenant: Tenant, user, http_request=None):
+    shown = offboarding_shown(tenant)
+    summary = (f"Offboard tenant {tenant.slug} ({tenant.name}) on {tenant.target.name}: dump {tenant.location} "
+               f"into {shown['dump_dir']}, then drop it.")
+    return approvals.request(OFFBOARD_APPROVAL, tenant, shown, summary, user, http_request=http_request)
+
+
+def start_offboarding(approval) -> None:
+    """Once approved, in the transaction of the decision: the tenant is offboarding, a job dumps it
+    where the approver was shown, then drops it."""
+    from console import jobs
+    from tenants import runners
+
+    tenant = Tenant.objects.select_related("target").get(pk=approval.object_id)
+    if not Tenant.objects.filter(pk=tenant.pk, state=Tenant.State.ACTIVE).update(state=Tenant.State.OFFBOARDING):
+        raise approvals.ApprovalRefused(f"{tenant.slug} is {tenant.get_state_display().lower()}, no longer active",
+                                        void=True)
+    jobs.create(runners.OFFBOARD, user=approval.decided_by, target=tenant.target, tenant=tenant, total=3,
+                params={"tenant_id": tenant.pk, "dump_dir": approval.shown["dump_dir"], "approval": approval.pk})
+
+
+approvals.register(OFFBOARD_APPROVAL, model=Tenant, shown=offboarding_shown, on_approved=start_offboarding)
 
 
 def dump(tenant: Tenant, folder: str | None = None) -> Path:

@@ -1,27 +1,26 @@
 """Tenants: the list, one tenant, onboarding (one or many), fan-out migration, health refresh,
-retry, and offboarding with four eyes. Pages read the console DB only; work is a job."""
+retry, and offboarding with four eyes (console.approvals). Pages read the console DB only; work is
+a job."""
 
-from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from console import audit, jobs
+from console import approvals, audit, jobs
 from console.models import Job
 from console.roles import APPROVER, OPERATOR, action
+from console.views.approvals import attempt, decide_from_post
 from tenants import migrator, runners, services
 from tenants.forms import MigrateForm, OnboardForm, TenantFilterForm
-from tenants.models import Tenant
+from tenants.models import OFFBOARD_APPROVAL, Tenant
 
 
 def _tenant(tenant_id) -> Tenant:
-    return get_object_or_404(Tenant.objects.select_related("target", "last_health", "offboard_requested_by",
-                                                           "offboard_approved_by", "created_by"), pk=tenant_id)
+    return get_object_or_404(Tenant.objects.select_related("target", "last_health", "created_by"), pk=tenant_id)
 
 
 def _tenant_jobs(tenant: Tenant, kind: str):
@@ -33,7 +32,7 @@ def _tenant_jobs(tenant: Tenant, kind: str):
 
 def tenant_list(request):
     form = TenantFilterForm(request.GET or None)
-    tenants = form.filter(Tenant.objects.select_related("target", "last_health"))
+    tenants = Tenant.note_offboarding_requests(list(form.filter(Tenant.objects.select_related("target", "last_health"))))
     context = {
         "form": form,
         "tenants": tenants,
@@ -51,6 +50,7 @@ def tenant_list(request):
 
 def tenant_detail(request, tenant_id):
     tenant = _tenant(tenant_id)
+    offboarding = tenant.offboarding_approval()
     context = {
         "tenant": tenant,
         "health": tenant.health(),
@@ -59,7 +59,8 @@ def tenant_detail(request, tenant_id):
         "migration_jobs": _tenant_jobs(tenant, runners.MIGRATE)[:5],
         "health_jobs": _tenant_jobs(tenant, runners.HEALTH)[:3],
         "offboarding_jobs": Job.objects.filter(tenant=tenant, kind=runners.OFFBOARD)[:3],
-        "can_approve": tenant.can_approve_offboarding(request.user),
+        "offboarding": offboarding,
+        "can_decide_offboarding": offboarding is not None and approvals.can_decide(offboarding, request.user),
         "alerts": tenant_alerts(tenant),
     }
     if request.htmx and request.GET.get("fragment") == "steps":
@@ -174,53 +175,32 @@ def tenant_refresh_health(request, tenant_id):
 @action("tenant.offboard_request", OPERATOR)
 def tenant_offboard_request(request, tenant_id):
     tenant = _tenant(tenant_id)
-    requested = Tenant.objects.filter(pk=tenant.pk, state=Tenant.State.ACTIVE, offboard_requested_by=None).update(
-        offboard_requested_by=request.user, offboard_requested_at=timezone.now()
-    )
-    if not requested:
-        messages.error(request, "Only an active tenant without a pending request can be offboarded.")
+    if tenant.state != Tenant.State.ACTIVE:
+        messages.error(request, "Only an active tenant can be offboarded.")
         audit.record(request, "tenant.offboard_request", tenant, outcome="failed", detail={"state": tenant.state})
         return redirect(tenant)
-    audit.record(request, "tenant.offboard_request", tenant)
-    messages.success(request, "Offboarding requested: an approver other than you must approve it.")
+    if attempt(request, "Not requested", services.request_offboarding, tenant, request.user, http_request=request):
+        messages.success(request, "Offboarding requested: an approver other than you must approve it.")
+    return redirect(tenant)
+
+
+def _decide_offboarding(request, tenant_id, approve: bool):
+    tenant = _tenant(tenant_id)
+    waiting = approvals.pending(OFFBOARD_APPROVAL, tenant)
+    if waiting is None:
+        messages.error(request, "There is no pending offboarding request to decide.")
+    else:
+        decide_from_post(request, waiting, approve=approve)
     return redirect(tenant)
 
 
 @require_POST
 @action("tenant.offboard_approve", APPROVER)
 def tenant_offboard_approve(request, tenant_id):
-    tenant = _tenant(tenant_id)
-    if tenant.offboard_requested_by_id == request.user.pk:
-        audit.record(request, "tenant.offboard_approve", tenant, outcome="denied", detail={"reason": "own request"})
-        messages.error(request, "You requested this offboarding: someone else must approve it.")
-        return redirect(tenant)
-    with transaction.atomic():
-        approved = (
-            Tenant.objects.filter(pk=tenant.pk, state=Tenant.State.ACTIVE, offboard_requested_by__isnull=False)
-            .exclude(offboard_requested_by=request.user)
-            .update(state=Tenant.State.OFFBOARDING, offboard_approved_by=request.user, offboard_approved_at=timezone.now())
-        )
-        if approved:
-            job = jobs.create(runners.OFFBOARD, user=request.user, target=tenant.target, tenant=tenant,
-                              total=3, params={"tenant_id": tenant.pk, "dump_dir": settings.TENANT_DUMP_DIR})
-    if not approved:
-        audit.record(request, "tenant.offboard_approve", tenant, outcome="failed", detail={"state": tenant.state})
-        messages.error(request, "There is no pending offboarding request to approve.")
-        return redirect(tenant)
-    audit.record(request, "tenant.offboard_approve", tenant, detail={"job": job.pk,
-                                                                     "requested_by": tenant.offboard_requested_by.username})
-    messages.success(request, "Approved: the tenant is dumped, then dropped.")
-    return redirect(tenant)
+    return _decide_offboarding(request, tenant_id, approve=True)
 
 
 @require_POST
 @action("tenant.offboard_reject", APPROVER)
 def tenant_offboard_reject(request, tenant_id):
-    tenant = _tenant(tenant_id)
-    rejected = Tenant.objects.filter(pk=tenant.pk, state=Tenant.State.ACTIVE, offboard_requested_by__isnull=False).update(
-        offboard_requested_by=None, offboard_requested_at=None
-    )
-    audit.record(request, "tenant.offboard_reject", tenant, outcome="ok" if rejected else "failed")
-    if rejected:
-        messages.info(request, "Offboarding request rejected.")
-    return redirect(tenant)
+    return _decide_offboarding(request, tenant_id, approve=False)

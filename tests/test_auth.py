@@ -77,6 +77,8 @@ def _action_requests(subjects):
         "tenant.offboard_request": ("post", f"/tenants/{tenant.pk}/offboard/", {}),
         "tenant.offboard_approve": ("post", f"/tenants/{tenant.pk}/offboard/approve/", {}),
         "tenant.offboard_reject": ("post", f"/tenants/{tenant.pk}/offboard/reject/", {}),
+        "approvals.decide": ("post", "/approvals/999999/decide/", {"decision": "approve"}),
+        "approvals.withdraw": ("post", "/approvals/999999/withdraw/", {}),
         "monitors.explain": ("post", f"/fleet/targets/{target.pk}/explain/", {"sql": "SELECT 1"}),
         "monitors.session": ("post", f"/fleet/targets/{target.pk}/sessions/999999/cancel/", {}),
         "monitors.thresholds": ("post", f"/fleet/targets/{target.pk}/alerts/save/", {"metric": "replica_lag_s", "reset": "on"}),
@@ -89,6 +91,7 @@ EXPECTED_ROLE = {
     "tenant.onboard": "operator", "tenant.retry": "operator", "tenants.migrate": "operator",
     "tenants.refresh_health": "operator", "tenant.refresh_health": "operator", "tenant.offboard_request": "operator",
     "tenant.offboard_approve": "approver", "tenant.offboard_reject": "approver",
+    "approvals.decide": "approver", "approvals.withdraw": "viewer",
     "monitors.explain": "operator", "monitors.session": "operator", "monitors.thresholds": "admin",
 }
 

@@ -111,20 +111,23 @@ def test_it_offboards_after_a_second_person_approves_keeping_a_dump(strategy, tr
     [tenant] = onboard(primary, (unique_slug("bye"), "Leaving Co", strategy))
     other_approver = users["approver"]
     admin = users["admin"]
-    client.force_login(admin)  # an admin requests (admins hold every role)...
-    assert client.post(f"/tenants/{tenant.pk}/offboard/").status_code == 302
-    page = client.get(f"/tenants/{tenant.pk}/").content.decode()
-    assert "awaiting approval" in page and "another approver must approve" in page
+    with override_settings(TENANT_DUMP_DIR=str(tmp_path)):  # what the approver is shown: the dump goes there
+        client.force_login(admin)  # an admin requests (admins hold every role)...
+        assert client.post(f"/tenants/{tenant.pk}/offboard/").status_code == 302
+        page = client.get(f"/tenants/{tenant.pk}/").content.decode()
+        assert "awaiting approval" in page and "another approver must approve" in page
+        approval = tenant.offboarding_approval()
+        assert approval.shown["dump_dir"] == str(tmp_path) and approval.shown["tenant"] == tenant.slug
 
-    assert client.post(f"/tenants/{tenant.pk}/offboard/approve/").status_code == 302  # ...and cannot approve it
-    tenant.refresh_from_db()
-    assert tenant.state == Tenant.State.ACTIVE and tenant.offboard_approved_by is None
-    assert AuditEvent.objects.filter(action="tenant.offboard_approve", outcome="denied", actor_username="admin").exists()
-    assert not Job.objects.filter(kind=runners.OFFBOARD).exists()
+        response = client.post(f"/tenants/{tenant.pk}/offboard/approve/", {"digest": approval.digest})
+        assert response.status_code == 302  # ...and cannot approve it
+        tenant.refresh_from_db()
+        assert tenant.state == Tenant.State.ACTIVE and tenant.offboarding_approval().decision == "pending"
+        assert AuditEvent.objects.filter(action="approval.approve", outcome="denied", actor_username="admin").exists()
+        assert not Job.objects.filter(kind=runners.OFFBOARD).exists()
 
-    with override_settings(TENANT_DUMP_DIR=str(tmp_path)):
         client.force_login(other_approver)
-        assert client.post(f"/tenants/{tenant.pk}/offboard/approve/").status_code == 302
+        assert client.post(f"/tenants/{tenant.pk}/offboard/approve/", {"digest": approval.digest}).status_code == 302
         assert Tenant.objects.get(pk=tenant.pk).state == Tenant.State.OFFBOARDING
         job = _run_latest(runners.OFFBOARD)
     assert job.state == Job.State.SUCCEEDED, job.error
@@ -146,8 +149,10 @@ def test_it_offboards_after_a_second_person_approves_keeping_a_dump(strategy, tr
         assert left == 0
     page = client.get(f"/tenants/{tenant.pk}/").content.decode()
     assert str(dump) in page and "Archived" in page
-    actions = list(AuditEvent.objects.filter(object_id=str(tenant.pk), outcome="ok").values_list("action", flat=True))
-    assert "tenant.offboard_request" in actions and "tenant.offboard_approve" in actions
+    steps = AuditEvent.objects.filter(object_type="approval", object_id=str(approval.pk), outcome="ok")
+    assert {"approval.request", "approval.approve", "approval.use"} <= set(steps.values_list("action", flat=True))
+    assert set(steps.values_list("detail__object_id", flat=True)) == {str(tenant.pk)}
     logged = " ".join(job.log_lines.values_list("message", flat=True))
     assert str(dump) in logged and demo_targets["demo-primary"].password() not in logged
-    assert (tenant.offboard_requested_by, tenant.offboard_approved_by) == (admin, other_approver)
+    approval = tenant.offboarding_approval()
+    assert (approval.requested_by, approval.decided_by, approval.decision) == (admin, other_approver, "used")
