@@ -219,3 +219,30 @@ def test_it_voids_a_decision_on_an_object_that_changed_since_the_request(db, thi
         approvals.decide(approval, users["approver"], True, "", approval.digest)
     assert Approval.objects.get(pk=approval.pk).decision == "voided"
     assert [step[0] for step in _steps(approval)] == ["approval.request", "approval.void", "approval.approve"]
+
+
+def test_it_turns_offboarding_requests_of_the_old_tenant_columns_into_approvals(transactional_db, users, demo_targets):
+    from django.db.migrations.executor import MigrationExecutor
+
+    from tenants.models import OFFBOARD_APPROVAL, Tenant
+
+    MigrationExecutor(connection).migrate([("tenants", "0002_onboarding_health_offboarding")])
+    now = timezone.now()
+    with connection.cursor() as cursor:  # a request still waiting, and one approved and carried out
+        for slug, state, approver in (("waits", "active", None), ("gone", "archived", users["approver"].pk)):
+            cursor.execute(
+                "INSERT INTO tenants_tenant (name, slug, target_id, strategy, state, created_at, updated_at,"
+                " onboarding_step, failed_step, error, schema_version, dump_path, offboard_requested_by_id,"
+                " offboard_requested_at, offboard_approved_by_id, offboard_approved_at, archived_at)"
+                " VALUES (%s, %s, %s, 'schema', %s, %s, %s, '', '', '', '', '', %s, %s, %s, %s, %s)",
+                [slug, slug, demo_targets["demo-primary"].pk, state, now, now, users["operator"].pk, now, approver,
+                 now if approver else None, now if approver else None])
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    made = {approval.object_repr: approval for approval in Approval.objects.filter(kind=OFFBOARD_APPROVAL)}
+    assert (made["gone"].decision, made["gone"].requested_by, made["gone"].decided_by) == (
+        "used", users["operator"], users["approver"])
+    waits = Tenant.objects.get(slug="waits")
+    assert made["waits"].decision == "pending" and made["waits"].is_expired()  # to be asked again, on what it is now
+    assert waits.offboarding_approval() == made["waits"] and not waits.offboarding_requested

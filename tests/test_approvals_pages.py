@@ -59,6 +59,8 @@ def test_it_shows_what_waits_for_me_what_i_asked_for_and_what_was_decided(inbox,
     assert _rows(_section(page, "approvals-asked"), inbox) == {"own"}
     assert _rows(_section(page, "approvals-decided"), inbox) == {"rejected", "used"}
     assert 'id="approvals-badge"' in page and ">2</span>" in page.split('id="approvals-badge"')[1][:120]
+    fragment = client_as("approver").get("/approvals/?fragment=waiting", HTTP_HX_REQUEST="true").content.decode()
+    assert _rows(fragment, inbox) == {"operator", "admin"} and "<html" not in fragment  # what the region polls
 
     page = client_as("operator").get("/approvals/").content.decode()
     assert "Waiting for me" not in page and 'id="approvals-badge"' not in page  # operators ask, approvers decide
@@ -85,8 +87,8 @@ def test_it_filters_the_decided_approvals(inbox, client_as, users):
     page = client.get("/approvals/?since=yesterday").content.decode()
     assert 'class="error"' in page  # refused clearly, not a 500
     fragment = client.get("/approvals/?decision=used", HTTP_HX_REQUEST="true").content.decode()
-    assert fragment.startswith('\n<div id="approvals-decided">') or fragment.lstrip().startswith('<div id="approvals-decided">')
-    assert "<html" not in fragment
+    assert fragment.lstrip().startswith('<div id="approvals-decided">') and "<html" not in fragment
+    assert _rows(fragment, inbox) == {"used"}
 
 
 def test_it_shows_exactly_what_is_approved_and_lets_only_another_approver_decide(inbox, client_as):
@@ -176,6 +178,8 @@ def test_it_offboards_a_tenant_through_its_approval_on_the_worker(leaving, users
     assert approval.shown["location"] == f"schema {leaving.schema_name}" and approval.shown["tenant"] == leaving.slug
     page = client_as("approver").get(f"/approvals/{approval.pk}/").content.decode()
     assert leaving.schema_name in page and str(tmp_path) in page and 'id="approve-button"' in page
+    listed = client.get("/tenants/").content.decode().split(f'data-tenant="{leaving.slug}"')[1].split("</tr>")[0]
+    assert "offboarding requested" in listed
 
     client_as("approver").post(f"/approvals/{approval.pk}/decide/", {"decision": "approve", "digest": approval.digest})
     job = Job.objects.get(kind=runners.OFFBOARD, tenant=leaving)
@@ -231,3 +235,32 @@ def test_it_voids_an_offboarding_request_when_the_tenant_changed_before_the_deci
     assert not Job.objects.filter(kind=runners.OFFBOARD, tenant=leaving).exists()
     page = client_as("operator").get(f"/tenants/{leaving.pk}/").content.decode()
     assert "Request offboarding" in page and "Voided" in page  # asked again, on what it is now
+
+
+@pytest.mark.browser
+@pytest.mark.worker
+def test_it_offboards_a_tenant_approved_in_a_browser(page, leaving, users, live_worker, artifacts):
+    services.measure(leaving)  # what the approver sees includes the tenant's size and rows
+    approval = services.request_offboarding(leaving, users["operator"])
+    assert approval.shown["measured"]["rows"]["folders"] == 1
+    page.goto(f"/tenants/{leaving.pk}/")
+    page.fill("#id_username", "approver")
+    page.fill("#id_password", "approver-pw-123")
+    page.click("button[type=submit]")
+    expect(page.locator("#offboarding-request")).to_contain_text("awaiting approval by someone else")
+    expect(page.locator("#approvals-badge")).to_have_text("1")
+    page.locator("#tenant-offboarding").screenshot(path=str(artifacts / "tenant-offboarding-requested.png"))
+
+    page.click(f"#offboarding-request a[href='/approvals/{approval.pk}/']")
+    expect(page.locator("#approval-shown")).to_contain_text(leaving.schema_name)
+    expect(page.locator("#approval-shown")).to_contain_text('"folders": 1')
+    page.screenshot(path=str(artifacts / "approval-tenant-offboard.png"), full_page=True)
+    page.fill("input[name=comment]", "customer left, contract ended")
+    page.click("#approve-button")
+    expect(page.locator("#approval-state [data-decision]")).to_have_text("Approved and carried out", timeout=40_000)
+
+    page.goto(f"/tenants/{leaving.pk}/")
+    expect(page.locator("#tenant-state")).to_have_text("Archived")
+    expect(page.locator("#offboarding-request")).to_contain_text("approved and carried out by approver")
+    expect(page.locator("#approvals-badge")).to_have_count(0)
+    page.screenshot(path=str(artifacts / "tenant-offboarded.png"), full_page=True)
