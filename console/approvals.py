@@ -132,7 +132,8 @@ def request(kind: str, obj, shown: dict, summary: str, user, expires_in: timedel
     expires_in = expires_in if expires_in is not None else timedelta(hours=settings.APPROVAL_EXPIRY_H)
     try:
         with transaction.atomic():
-            type(obj)._default_manager.select_for_update().filter(pk=obj.pk).first()  # one request at a time per object
+            # One request at a time per object: two at once could both find nothing pending.
+            type(obj)._default_manager.select_for_update().filter(pk=obj.pk).first()
             for old in for_object(kind, obj).filter(decision=Decision.PENDING).select_for_update():
                 if old.digest == digest and not old.is_expired():
                     raise ApprovalRefused(f"the same request is already waiting for approval (#{old.pk}, asked by "
@@ -184,7 +185,7 @@ def use(kind: str, obj, current_shown: dict, *, user=None, then: Callable[[Appro
     approved, unexpired, unused and of exactly `current_shown`. It is then marked used and
     `then(approval)` runs in the same transaction (a checkpoint, so a resumed job does not ask
     twice). Otherwise an approved one is voided, and this refuses."""
-    digest = digest_of(json.loads(canonical_json(current_shown)))
+    digest = digest_of(current_shown)
     with transaction.atomic():
         approval = for_object(kind, obj).select_for_update().first()
         refusal = _use_refusal(approval, digest)

@@ -32,7 +32,8 @@ def _tenant_jobs(tenant: Tenant, kind: str):
 
 def tenant_list(request):
     form = TenantFilterForm(request.GET or None)
-    tenants = Tenant.note_offboarding_requests(list(form.filter(Tenant.objects.select_related("target", "last_health"))))
+    tenants = list(form.filter(Tenant.objects.select_related("target", "last_health")))
+    Tenant.note_offboarding_requests(tenants)
     context = {
         "form": form,
         "tenants": tenants,
