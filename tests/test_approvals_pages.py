@@ -112,6 +112,15 @@ def test_it_shows_exactly_what_is_approved_and_lets_only_another_approver_decide
     assert Approval.objects.get(pk=waiting.pk).decided_by.username == "approver"
 
 
+def test_it_needs_a_login_for_every_approvals_page(inbox, client):
+    approval = inbox["operator"]
+    for method, path in (("get", "/approvals/"), ("get", f"/approvals/{approval.pk}/"),
+                         ("post", f"/approvals/{approval.pk}/decide/"), ("post", f"/approvals/{approval.pk}/withdraw/")):
+        response = getattr(client, method)(path, {"decision": "approve", "digest": approval.digest})
+        assert response.status_code == 302 and response["Location"].startswith("/accounts/login/"), path
+    assert Approval.objects.get(pk=approval.pk).decision == "pending"
+
+
 def test_it_refuses_the_requester_on_the_page_too_and_lets_them_withdraw(inbox, client_as):
     own = inbox["own"]
     client = client_as("approver")

@@ -28,7 +28,8 @@ class DecidedFilterForm(forms.Form):
     decision = forms.ChoiceField(required=False, choices=[("", "any decision"), *[
         choice for choice in Approval.Decision.choices if choice[0] != Approval.Decision.PENDING]])
     requester = forms.CharField(required=False, max_length=150)
-    since = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
+    since = forms.DateTimeField(required=False, label="Asked since",
+                                widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
 
     LOOKUPS = {"kind": "kind__icontains", "decision": "decision", "requester": "requested_by__username__icontains",
                "since": "requested_at__gte"}
