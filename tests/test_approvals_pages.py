@@ -12,6 +12,7 @@ from playwright.sync_api import expect
 from sqlalchemy import text
 
 from console import approvals, engines, jobs
+from console.pg import tenancy
 from console.models import Approval, AuditEvent, Job
 from tenants import runners, services
 from tenants.models import OFFBOARD_APPROVAL, Tenant, TenantHealth
@@ -204,6 +205,27 @@ def test_it_offboards_a_tenant_through_its_approval_on_the_worker(leaving, users
     assert steps == [("approval.request", "ok"), ("approval.approve", "ok"), ("approval.use", "ok")]
     assert approvals.history(approval).get(action="approval.use").detail["job"] == job.pk
     assert "approval checked" in " ".join(job.log_lines.values_list("message", flat=True))
+
+
+@pytest.mark.worker
+def test_it_resumes_an_offboarding_whose_approval_was_used_without_asking_again(leaving, users, live_worker):
+    with engines.connect(leaving.target, credential="change") as conn:  # the drop will refuse: not our schema
+        tenancy.create_schema(conn, leaving.schema_name, "someone else's")
+    approval = services.request_offboarding(leaving, users["operator"])
+    approvals.decide(approval, users["approver"], True, "", approval.digest)
+    job = jobs.wait_for(Job.objects.get(kind=runners.OFFBOARD, tenant=leaving).pk, timeout_s=60)
+    assert job.state == Job.State.FAILED and "marker" in job.error
+    assert job.checkpoint["approval_used"] == approval.pk and Approval.objects.get(pk=approval.pk).decision == "used"
+
+    with engines.connect(leaving.target, credential="change") as conn:
+        tenancy.create_schema(conn, leaving.schema_name, tenancy.marker(leaving.slug))
+    assert jobs.retry(job)
+    job = jobs.wait_for(job.pk, timeout_s=60)
+
+    assert job.state == Job.State.SUCCEEDED, job.error
+    assert Tenant.objects.get(pk=leaving.pk).state == Tenant.State.ARCHIVED
+    assert not _schema_exists(leaving.target, leaving.schema_name)
+    assert approvals.history(approval).filter(action="approval.use").count() == 1  # used once, by the first attempt
 
 
 def _new_measurement(tenant, rows: int) -> None:
