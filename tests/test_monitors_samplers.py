@@ -185,7 +185,8 @@ def test_it_sees_pgbouncer_clients_waiting_while_its_pool_is_held(transactional_
         samplers.sample_fast_round([bouncer])
         state = _state(bouncer)
         assert state.bouncer_cl_waiting >= 2
-        demo_pool = next(p for p in state.bouncer_pools if p["database"] == "demo")
+        # Pools are per database and user: the holders' (postgres), not the console's monitor login's.
+        demo_pool = next(p for p in state.bouncer_pools if p["database"] == "demo" and p["user"] == "postgres")
         assert demo_pool["sv_active"] == 5 and demo_pool["cl_waiting"] >= 2
     finally:
         for conn in holders:
