@@ -372,14 +372,12 @@ def _tenant_share(conn, schema: str, tenant_key: str, tables: list[dict]) -> lis
 
 def offboarding_shown(tenant: Tenant, dump_dir: str | None = None) -> dict:
     """Exactly what the approver of this tenant's offboarding is shown; the job compares it again
-    right before it drops, so a tenant that changed in between is not dropped on an old approval.
-    The figures are the latest health snapshot's, without its time (a new measurement with the
-    same figures changes nothing)."""
+    right before it drops, so a tenant that changed in between (moved, renamed, migrated to another
+    version) is not dropped on an old approval. Row counts and sizes are not part of it: a tenant
+    in use changes them every minute, and each health measurement would void the request; the
+    tenant page shows them beside the approval."""
     health = Tenant.objects.select_related("last_health").get(pk=tenant.pk).last_health
-    measured = None
-    if health is not None and health.ok:
-        measured = {"size_bytes": health.size_bytes, "version": health.version,
-                    "rows": {table["table_name"]: table["rows_estimate"] for table in health.tables}}
+    measured = {"version": health.version} if health is not None and health.ok else None
     target = tenant.target
     return {
         "action": "dump, then drop",

@@ -228,11 +228,24 @@ def test_it_resumes_an_offboarding_whose_approval_was_used_without_asking_again(
     assert approvals.history(approval).filter(action="approval.use").count() == 1  # used once, by the first attempt
 
 
-def _new_measurement(tenant, rows: int) -> None:
-    """The tenant as measured again, with other figures than the approver saw."""
-    health = TenantHealth.objects.create(tenant=tenant, version="0003", head="0003", size_bytes=123456,
+def _new_measurement(tenant, rows: int, version: str = "0003") -> None:
+    """The tenant as measured again: other row counts (live traffic), perhaps another version."""
+    health = TenantHealth.objects.create(tenant=tenant, version=version, head="0003", size_bytes=123456,
                                          tables=[{"table_name": "documents", "rows_estimate": rows, "total_bytes": 8192}])
     Tenant.objects.filter(pk=tenant.pk).update(last_health=health)
+
+
+def _renamed(tenant) -> None:
+    """What the approver saw no longer describes the tenant."""
+    Tenant.objects.filter(pk=tenant.pk).update(name=f"{tenant.name} (renamed)")
+
+
+def test_it_keeps_an_offboarding_request_through_new_row_counts(leaving, users):
+    services.measure(leaving)
+    approval = services.request_offboarding(leaving, users["operator"])
+    _new_measurement(leaving, rows=5000, version=approval.shown["measured"]["version"])  # live traffic, same tenant
+    approvals.decide(approval, users["approver"], True, "", approval.digest)
+    assert Approval.objects.get(pk=approval.pk).decision == "approved"
 
 
 @pytest.mark.worker
@@ -240,7 +253,7 @@ def test_it_does_not_drop_a_tenant_that_changed_after_the_approval(leaving, user
     approval = services.request_offboarding(leaving, users["operator"])
     with transaction.atomic():  # approved, and the tenant changes before the job gets to the drop
         approvals.decide(approval, users["approver"], True, "", approval.digest)
-        _new_measurement(leaving, rows=5000)
+        _renamed(leaving)
     job = jobs.wait_for(Job.objects.get(kind=runners.OFFBOARD, tenant=leaving).pk, timeout_s=60)
 
     assert job.state == Job.State.FAILED and "not what was approved" in job.error
@@ -254,7 +267,7 @@ def test_it_does_not_drop_a_tenant_that_changed_after_the_approval(leaving, user
 def test_it_voids_an_offboarding_request_when_the_tenant_changed_before_the_decision(leaving, users, client_as):
     client_as("operator").post(f"/tenants/{leaving.pk}/offboard/")
     approval = approvals.pending(OFFBOARD_APPROVAL, leaving)
-    _new_measurement(leaving, rows=7)
+    _new_measurement(leaving, rows=7, version="0002")  # migrated elsewhere since the request
     page = client_as("approver").get(f"/approvals/{approval.pk}/").content.decode()
     assert 'id="approval-changed"' in page
 
@@ -271,9 +284,9 @@ def test_it_voids_an_offboarding_request_when_the_tenant_changed_before_the_deci
 @pytest.mark.browser
 @pytest.mark.worker
 def test_it_offboards_a_tenant_approved_in_a_browser(page, leaving, users, live_worker, artifacts):
-    services.measure(leaving)  # what the approver sees includes the tenant's size and rows
+    services.measure(leaving)  # what the approver sees includes the tenant's schema version
     approval = services.request_offboarding(leaving, users["operator"])
-    assert approval.shown["measured"]["rows"]["folders"] == 1
+    assert approval.shown["measured"] == {"version": "0003"}
     page.goto(f"/tenants/{leaving.pk}/")
     page.fill("#id_username", "approver")
     page.fill("#id_password", "approver-pw-123")
@@ -284,7 +297,7 @@ def test_it_offboards_a_tenant_approved_in_a_browser(page, leaving, users, live_
 
     page.click(f"#offboarding-request a[href='/approvals/{approval.pk}/']")
     expect(page.locator("#approval-shown")).to_contain_text(leaving.schema_name)
-    expect(page.locator("#approval-shown")).to_contain_text('"folders": 1')
+    expect(page.locator("#approval-shown")).to_contain_text('"version": "0003"')
     page.screenshot(path=str(artifacts / "approval-tenant-offboard.png"), full_page=True)
     page.fill("input[name=comment]", "customer left, contract ended")
     page.click("#approve-button")
