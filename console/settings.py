@@ -209,6 +209,8 @@ JOB_STALE_AFTER_S = envfloat("JOB_STALE_AFTER_S", 60.0)
 JOB_LOG_MAX_LINES = envint("JOB_LOG_MAX_LINES", 500)
 # A queued job whose message never reached the broker (Redis away) is sent again after this.
 JOB_RESEND_AFTER_S = envfloat("JOB_RESEND_AFTER_S", 5.0)
+# A running job rides out a console DB outage (restart, failover) this long before it fails.
+JOB_DB_RETRY_FOR_S = envfloat("JOB_DB_RETRY_FOR_S", 60.0)
 # Hours an approval request stays valid: to be decided, and once approved to be carried out.
 APPROVAL_EXPIRY_H = envfloat("APPROVAL_EXPIRY_H", 24.0)
 

@@ -52,7 +52,8 @@ def subjects(demo_targets, users):
     extra = Target.objects.create(name="to-remove", host="127.0.0.1", port=1, dbname="x", username="x")
     running = Job.objects.create(kind="console.selftest", state=Job.State.RUNNING)
     failed = Job.objects.create(kind="console.selftest", state=Job.State.FAILED)
-    return {"target": demo_targets["demo-scratch"], "extra": extra, "running": running, "failed": failed}
+    paused = Job.objects.create(kind="console.selftest", state=Job.State.PAUSED)
+    return {"target": demo_targets["demo-scratch"], "extra": extra, "running": running, "failed": failed, "paused": paused}
 
 
 def _action_requests(subjects):
@@ -66,6 +67,8 @@ def _action_requests(subjects):
         "target.update": ("post", f"/fleet/targets/{target.pk}/edit/", {"name": ""}),
         "target.delete": ("post", f"/fleet/targets/{extra.pk}/delete/", {}),
         "target.test": ("post", f"/fleet/targets/{target.pk}/test/", {}),
+        "job.pause": ("post", f"/jobs/{subjects['running'].pk}/pause/", {}),
+        "job.resume": ("post", f"/jobs/{subjects['paused'].pk}/resume/", {}),
         "job.cancel": ("post", f"/jobs/{subjects['running'].pk}/cancel/", {}),
         "job.retry": ("post", f"/jobs/{subjects['failed'].pk}/retry/", {}),
         "job.selftest": ("post", "/jobs/selftest/", {"steps": 2}),
@@ -87,7 +90,7 @@ def _action_requests(subjects):
 
 EXPECTED_ROLE = {
     "target.create": "admin", "target.update": "admin", "target.delete": "admin",
-    "target.test": "operator", "job.cancel": "operator", "job.retry": "operator", "job.selftest": "operator",
+    "target.test": "operator", "job.pause": "operator", "job.resume": "operator", "job.cancel": "operator", "job.retry": "operator", "job.selftest": "operator",
     "tenant.onboard": "operator", "tenant.retry": "operator", "tenants.migrate": "operator",
     "tenants.refresh_health": "operator", "tenant.refresh_health": "operator", "tenant.offboard_request": "operator",
     "tenant.offboard_approve": "approver", "tenant.offboard_reject": "approver",

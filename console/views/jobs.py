@@ -1,10 +1,13 @@
-"""Jobs: the list, one job live, cancel, retry, and the self-test."""
+"""Jobs: the list, one job live, pause, resume, cancel, retry, and the self-test."""
+
+import math
 
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
@@ -28,7 +31,7 @@ def job_list(request):
 
 def job_detail(request, job_id):
     job = get_object_or_404(Job.objects.select_related("target", "tenant", "requested_by"), pk=job_id)
-    context = {"job": job, "log_lines": job.log_tail()}
+    context = {"job": job, "log_lines": job.log_tail(), "retry_in_s": _seconds_until(job.not_before)}
     if request.htmx and request.GET.get("fragment") == "progress":
         response = render(request, "console/job_detail.html#job-progress", context)
         if job.is_finished:
@@ -37,27 +40,39 @@ def job_detail(request, job_id):
     return render(request, "console/job_detail.html", context)
 
 
+def _seconds_until(moment) -> int | None:
+    return None if moment is None else max(0, math.ceil((moment - timezone.now()).total_seconds()))
+
+
+def _control(request, job_id, verb):
+    job = get_object_or_404(Job, pk=job_id)
+    changed, message = jobs.control(job, verb, request)
+    (messages.info if changed else messages.error)(request, message)
+    return HttpResponseClientRedirect(job.get_absolute_url()) if request.htmx else redirect(job)
+
+
+@require_POST
+@action("job.pause", OPERATOR)
+def job_pause(request, job_id):
+    return _control(request, job_id, "pause")
+
+
+@require_POST
+@action("job.resume", OPERATOR)
+def job_resume(request, job_id):
+    return _control(request, job_id, "resume")
+
+
 @require_POST
 @action("job.cancel", OPERATOR)
 def job_cancel(request, job_id):
-    job = get_object_or_404(Job, pk=job_id)
-    outcome = jobs.request_cancel(job)
-    audit.record(request, "job.cancel", job, detail={"result": outcome})
-    messages.info(request, {"cancelled": "Job cancelled.", "cancelling": "Cancelling: the job stops at its next checkpoint.",
-                            "finished": "The job had already finished."}[outcome])
-    return HttpResponseClientRedirect(job.get_absolute_url()) if request.htmx else redirect(job)
+    return _control(request, job_id, "cancel")
 
 
 @require_POST
 @action("job.retry", OPERATOR)
 def job_retry(request, job_id):
-    job = get_object_or_404(Job, pk=job_id)
-    if jobs.retry(job):
-        audit.record(request, "job.retry", job)
-        messages.success(request, "Job re-queued: it resumes from its last checkpoint.")
-    else:
-        messages.error(request, "Only failed or cancelled jobs can be retried.")
-    return redirect(job)
+    return _control(request, job_id, "retry")
 
 
 @require_POST
