@@ -44,6 +44,7 @@ _lock = threading.Lock()
 # (target id, database, credential): database None is the target's own; others are databases on
 # the same server (database-per-tenant). credential is "monitor" or "change" (see Target.credential).
 _engines: dict[tuple[int, str | None, str], tuple[str, Engine]] = {}
+_one_connection_per_target = False  # see keep_one_connection_per_target()
 
 
 @dataclass
@@ -193,8 +194,8 @@ def _create_engine(target, database: str | None = None, credential: str = "monit
         _url(target, database, credential),
         # A server has room for few idle connections per extra database or for the change
         # credential's jobs: keep one, grow while busy.
-        pool_size=target.pool_size if database is None and credential == "monitor" else 1,
-        max_overflow=target.max_overflow,
+        pool_size=1 if _one_connection_per_target or database or credential != "monitor" else target.pool_size,
+        max_overflow=0 if _one_connection_per_target else target.max_overflow,
         pool_timeout=target.pool_timeout_s,
         pool_recycle=target.pool_recycle_s,
         pool_use_lifo=True,
@@ -226,6 +227,25 @@ def engine_for(target, database: str | None = None, credential: str = "monitor")
         _engines[key] = (fingerprint, engine)
     _start_publisher()
     return engine
+
+
+def keep_one_connection_per_target(on: bool) -> None:
+    """For a process that samples a large fleet: from now on its engines hold at most one
+    connection each (pool_size 1, no overflow), and `release()` closes it after use. Engines of the
+    other shape are let go when this changes."""
+    global _one_connection_per_target
+    if on != _one_connection_per_target:
+        dispose_all()
+        _one_connection_per_target = on
+
+
+def release(target_id: int) -> None:
+    """Close the idle connections of a target's engines, keeping the engines (and their counters):
+    the next use connects again. Only for connections nobody else in the process is using."""
+    with _lock:
+        engines = [engine for key, (_fp, engine) in _engines.items() if key[0] == target_id]
+    for engine in engines:
+        engine.dispose()
 
 
 def forget(target_id: int, database: str | None = None) -> None:

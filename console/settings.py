@@ -247,6 +247,11 @@ LOGGING = {
 MONITOR_FAST_INTERVAL_S = envfloat("MONITOR_FAST_INTERVAL_S", 10.0)  # activity, pools, replication
 MONITOR_STATEMENTS_INTERVAL_S = envfloat("MONITOR_STATEMENTS_INTERVAL_S", 60.0)  # pg_stat_statements
 MONITOR_SAMPLER_CONCURRENCY = envint("MONITOR_SAMPLER_CONCURRENCY", 8)
+# A round is sent to the monitor queue in chunks of this many targets, shared by the monitor workers.
+MONITOR_CHUNK_SIZE = envint("MONITOR_CHUNK_SIZE", 50)
+# Above this many targets, a monitor process closes each target's connection once it is sampled
+# (one connection per target at most, none between rounds) instead of keeping a pool per target.
+MONITOR_RETURN_CONNECTIONS_ABOVE = envint("MONITOR_RETURN_CONNECTIONS_ABOVE", 100)
 MONITOR_STATEMENT_TIMEOUT_MS = envint("MONITOR_STATEMENT_TIMEOUT_MS", 3000)
 MONITOR_RAW_RETENTION_H = envfloat("MONITOR_RAW_RETENTION_H", 24.0)
 MONITOR_MINUTE_RETENTION_D = envfloat("MONITOR_MINUTE_RETENTION_D", 7.0)

@@ -48,6 +48,9 @@ class TargetState(models.Model):
     statements_sampled_at = models.DateTimeField(null=True)
     stats_reset_at = models.DateTimeField(null=True)
     sample_error = models.TextField(blank=True)
+    # Client sessions of this console (any process, any target) on the target's server, the
+    # sampler's own included: what the console takes of max_connections there.
+    console_connections = models.IntegerField(null=True)
 
     @property
     def usable_connections(self) -> int | None:
@@ -108,6 +111,56 @@ class SamplerHealth(models.Model):
         if not rows.update(**changes):
             cls.objects.get_or_create(target_id=target_id, sampler=sampler)
             rows.update(**changes)
+
+
+class SamplingRound(models.Model):
+    """One beat of a sampler over the fleet, split into chunks of targets that the monitor
+    workers share (one `monitors.sample_chunk` task each). Finished when every chunk is; a chunk
+    still queued when the round expires (the next round has begun) is skipped."""
+
+    sampler = models.CharField(max_length=16, choices=SamplerHealth.Sampler.choices)
+    started_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    targets = models.IntegerField()
+    # The fleet is larger than MONITOR_RETURN_CONNECTIONS_ABOVE: each target's connection is
+    # closed once it is sampled, so no worker keeps one per target.
+    returns_connections = models.BooleanField(default=False)
+    finished_at = models.DateTimeField(null=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["started_at"])]
+
+    @property
+    def seconds(self) -> float | None:
+        return (self.finished_at - self.started_at).total_seconds() if self.finished_at else None
+
+
+class SamplingChunk(models.Model):
+    """Some targets of a round, sampled by one worker process (`process`, as in EnginePool)."""
+
+    round = models.ForeignKey(SamplingRound, on_delete=models.CASCADE, related_name="chunks")
+    target_ids = models.JSONField(default=list)
+    process = models.CharField(max_length=128, blank=True)
+    started_at = models.DateTimeField(null=True)
+    finished_at = models.DateTimeField(null=True)
+    ok = models.IntegerField(null=True)
+    failed = models.IntegerField(null=True)
+
+    @classmethod
+    def claim(cls, chunk_id: int, process: str, now=None) -> "SamplingChunk | None":
+        """The chunk, claimed for `process`; None when it is done or its round has expired. A chunk
+        whose worker died half-way is claimed again (sampling it twice is harmless)."""
+        now = now or timezone.now()
+        claimed = cls.objects.filter(pk=chunk_id, finished_at__isnull=True, round__expires_at__gt=now).update(
+            process=process, started_at=now)
+        return cls.objects.select_related("round").get(pk=chunk_id) if claimed == 1 else None
+
+    def finish(self, ok: int, failed: int, now=None) -> None:
+        now = now or timezone.now()
+        SamplingChunk.objects.filter(pk=self.pk).update(finished_at=now, ok=ok, failed=failed)
+        # Each chunk commits before it looks, so the last one to finish sees all the others done.
+        if not SamplingChunk.objects.filter(round_id=self.round_id, finished_at__isnull=True).exists():
+            SamplingRound.objects.filter(pk=self.round_id, finished_at__isnull=True).update(finished_at=now)
 
 
 class EnginePool(models.Model):

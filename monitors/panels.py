@@ -126,16 +126,27 @@ def blocking_tree(sessions: list[dict]) -> list[dict]:
 
 
 def connection_budget(target: Target, state: TargetState | None, pool: dict) -> dict | None:
-    """The seeds' budget: every configured pool's maximum plus the other applications' peak,
-    against max_connections minus reserved; and a pool size suggested from demand."""
+    """The seeds' budget: every console process's pool for this target at its maximum (as each
+    published it: monitor processes of a large fleet keep one connection, web and job processes
+    the target's pool) plus the other applications' peak, against max_connections minus reserved;
+    the console's sessions on the whole server (all its targets there), as sampled; and a pool
+    size suggested from demand."""
     if state is None or state.max_connections is None:
         return None
     processes = pool.get("processes") or 0
-    console_max = processes * (target.pool_size + target.max_overflow)
+    if pool.get("size") is not None:  # as published: each process's own shape
+        console_max = pool["size"] + (pool.get("max_overflow") or 0)
+    else:
+        console_max = processes * (target.pool_size + target.max_overflow)
     since = timezone.now() - timedelta(hours=24)
-    others_peak = MetricPoint.objects.filter(target=target, metric="other_connections", at__gte=since).aggregate(m=Max("value"))["m"]
-    others_peak = int(others_peak or 0)
+    peaks = dict(
+        MetricPoint.objects.filter(target=target, metric__in=("other_connections", "console_connections"), at__gte=since)
+        .values("metric").annotate(m=Max("value")).values_list("metric", "m")
+    )
+    others_peak = int(peaks.get("other_connections") or 0)
+    server_peak = int(peaks.get("console_connections") or 0)
     usable = state.usable_connections
+    worst = max(console_max, server_peak)  # the server's sessions include this target's
     checkouts = pool.get("checkouts") or 0
     mean_hold_s = (pool.get("hold_s_total") or 0) / checkouts if checkouts else None
     rate = pool.get("checkouts_per_s") or 0
@@ -144,9 +155,11 @@ def connection_budget(target: Target, state: TargetState | None, pool: dict) -> 
         base = rate * mean_hold_s
         suggestion = (max(1, math.ceil(base * 1.5)), max(1, math.ceil(base * 2)))
     return {
-        "processes": processes, "per_process": target.pool_size + target.max_overflow, "console_max": console_max,
-        "others_peak": others_peak, "total": console_max + others_peak, "usable": usable,
-        "over": console_max + others_peak > usable, "rate_per_s": rate, "mean_hold_ms": mean_hold_s * 1000 if mean_hold_s else None,
+        "processes": processes, "console_max": console_max,
+        "others_peak": others_peak, "total": worst + others_peak, "usable": usable,
+        "server_now": state.console_connections, "server_peak": server_peak,
+        "return_above": settings.MONITOR_RETURN_CONNECTIONS_ABOVE,
+        "over": worst + others_peak > usable, "rate_per_s": rate, "mean_hold_ms": mean_hold_s * 1000 if mean_hold_s else None,
         "suggested": suggestion,
     }
 

@@ -21,7 +21,9 @@ from console.models import Target
 from console.pg import activity, bouncer, heartbeat, replication, statements
 from console.secrets import SecretUnavailable, redact
 from monitors import alerts, pools, series
-from monitors.models import LagSource, SamplerHealth, StatementCounter, StatementDelta, TargetState
+from monitors.models import (
+    LagSource, SamplerHealth, SamplingChunk, SamplingRound, StatementCounter, StatementDelta, TargetState,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +31,12 @@ SAMPLED_ERRORS = (engines.TargetError, sqlalchemy.exc.SQLAlchemyError, psycopg.E
 Sampler = SamplerHealth.Sampler
 
 
-def _each_target(sampler: str, sample, targets, marks_down: bool = True) -> dict:
+def _each_target(sampler: str, sample, targets, marks_down: bool = True, return_connections: bool = False) -> dict:
     """Run `sample(target)` for every target, a bounded number at a time, and record how each
-    went; never raises. A target that does not answer is marked down if `marks_down`."""
+    went; never raises. A target that does not answer is marked down if `marks_down`. With
+    `return_connections`, each target's connections are closed once it is sampled (those of an
+    upstream, which its replicas' samples also read, once all are)."""
+    upstreams = {t.upstream_id for t in targets if t.upstream_id} if return_connections else set()
 
     def guarded(target):
         try:
@@ -43,11 +48,63 @@ def _each_target(sampler: str, sample, targets, marks_down: bool = True) -> dict
             SamplerHealth.record_success(target.pk, sampler)
             return True
         finally:
+            if return_connections and target.pk not in upstreams:
+                engines.release(target.pk)
             connection.close()
 
     with ThreadPoolExecutor(max_workers=settings.MONITOR_SAMPLER_CONCURRENCY) as pool:
         results = list(pool.map(guarded, targets))
+    for target_id in upstreams:
+        engines.release(target_id)
     return {"ok": sum(1 for r in results if r), "failed": sum(1 for r in results if not r)}
+
+
+# Rounds in chunks, shared by the monitor workers ---------------------------------------------------
+
+
+def plan_round(sampler: str, now=None) -> tuple[SamplingRound, list[SamplingChunk]]:
+    """A round of `sampler` (fast or statements) over the fleet, in chunks of MONITOR_CHUNK_SIZE
+    targets; it expires after one interval, when the next round begins."""
+    now = now or timezone.now()
+    targets = Target.objects.order_by("pk")
+    if sampler == Sampler.STATEMENTS:
+        targets = targets.exclude(role=Target.Role.PGBOUNCER)
+    ids = list(targets.values_list("pk", flat=True))
+    interval_s = settings.MONITOR_FAST_INTERVAL_S if sampler == Sampler.FAST else settings.MONITOR_STATEMENTS_INTERVAL_S
+    size = settings.MONITOR_CHUNK_SIZE
+    with transaction.atomic():
+        sampling_round = SamplingRound.objects.create(
+            sampler=sampler, started_at=now, expires_at=now + timedelta(seconds=interval_s), targets=len(ids),
+            returns_connections=Target.objects.count() > settings.MONITOR_RETURN_CONNECTIONS_ABOVE,
+            finished_at=None if ids else now,
+        )
+        chunks = SamplingChunk.objects.bulk_create(
+            [SamplingChunk(round=sampling_round, target_ids=ids[i:i + size]) for i in range(0, len(ids), size)]
+        )
+    return sampling_round, chunks
+
+
+def sample_chunk(chunk_id: int) -> dict:
+    """Sample one chunk of a round in this process; skipped when it is done already or its round
+    has expired."""
+    chunk = SamplingChunk.claim(chunk_id, pools.process_name())
+    if chunk is None:
+        log.info("sampling chunk %s skipped: done already, or its round expired", chunk_id)
+        return {"chunk": chunk_id, "skipped": True}
+    returning = chunk.round.returns_connections
+    engines.keep_one_connection_per_target(returning)
+    targets = Target.objects.select_related("upstream").filter(pk__in=chunk.target_ids).order_by("pk")
+    rounds = {Sampler.FAST: sample_fast_round, Sampler.STATEMENTS: sample_statements_round}
+    summary = rounds[chunk.round.sampler](targets, return_connections=returning)
+    chunk.finish(summary["ok"], summary["failed"])
+    return {"chunk": chunk_id, **summary}
+
+
+def forget_rounds(now=None) -> int:
+    """Rounds are bookkeeping: an hour of them is plenty to see how the workers share them."""
+    before = (now or timezone.now()) - timedelta(hours=1)
+    deleted, _ = SamplingRound.objects.filter(started_at__lt=before).delete()
+    return deleted
 
 
 def _record_failure(sampler: str, target: Target, exc: Exception, marks_down: bool) -> None:
@@ -89,13 +146,13 @@ def _error_text(target, exc) -> str:
 # Activity, connections, replication, PgBouncer pools: every MONITOR_FAST_INTERVAL_S ---------------
 
 
-def sample_fast_round(targets=None) -> dict:
+def sample_fast_round(targets=None, return_connections: bool = False) -> dict:
     started = time.monotonic()
     targets = list(targets if targets is not None else Target.objects.select_related("upstream"))
-    summary = _each_target(Sampler.FAST, sample_fast, targets)
-    # After the round's reads, so that no standby is read with this round's heartbeat in flight.
+    summary = _each_target(Sampler.FAST, sample_fast, targets, return_connections=return_connections)
+    # After the round's (or chunk's) reads, so that no standby read there has this heartbeat in flight.
     beating = [t for t in targets if t.heartbeat_enabled and t.role == Target.Role.PRIMARY and t.status != Target.Status.DOWN]
-    _each_target(Sampler.HEARTBEAT, write_heartbeat, beating, marks_down=False)
+    _each_target(Sampler.HEARTBEAT, write_heartbeat, beating, marks_down=False, return_connections=return_connections)
     alerts.evaluate(targets)
     summary["seconds"] = round(time.monotonic() - started, 3)
     return summary
@@ -132,6 +189,7 @@ def sample_fast(target: Target) -> bool:
         "replica_lag_s": state["replica_lag_s"],
         "replica_lag_bytes": state["replica_lag_bytes"],
         "other_connections": other_connections,
+        "console_connections": state["console_connections"],
         "pool_checked_out": pools.totals(target.pk)["checked_out"],
     })
     return True
@@ -152,8 +210,10 @@ def summarize_activity(rows: list[dict], limits: dict) -> dict:
         if (r["backend_type"] == "client backend" and r["state"] not in ("idle", None)) or r["pid"] in blockers
     ]
     own_prefix = settings.ENGINE_APPLICATION_NAME
+    others = sum(1 for r in clients if not (r["application_name"] or "").startswith(own_prefix))
     return {
-        "other_connections": sum(1 for r in clients if not (r["application_name"] or "").startswith(own_prefix)),
+        "other_connections": others,
+        "console_connections": len(clients) - others + 1,  # + the sampler's own, not among the rows
         "connections": len(clients),
         "max_connections": limits["max_connections"],
         "reserved_connections": limits["reserved_connections"],
@@ -289,12 +349,12 @@ def _plain(row: dict) -> dict:
 # pg_stat_statements: every MONITOR_STATEMENTS_INTERVAL_S ------------------------------------------
 
 
-def sample_statements_round(targets=None) -> dict:
+def sample_statements_round(targets=None, return_connections: bool = False) -> dict:
     started = time.monotonic()
     if targets is None:
         targets = Target.objects.exclude(role=Target.Role.PGBOUNCER)
     targets = list(targets)
-    summary = _each_target(Sampler.STATEMENTS, sample_statements, targets)
+    summary = _each_target(Sampler.STATEMENTS, sample_statements, targets, return_connections=return_connections)
     alerts.evaluate(targets)
     summary["seconds"] = round(time.monotonic() - started, 3)
     return summary

@@ -2,7 +2,8 @@
 
 from django.conf import settings
 from django.contrib import messages
-from django.db.models import F
+from django.contrib.postgres.aggregates import BoolOr
+from django.db.models import F, Min, Sum
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -30,10 +31,14 @@ def query_history(request, target_id, queryid):
     target = get_object_or_404(Target, pk=target_id)
     window_name = request.GET.get("window") if request.GET.get("window") in panels.WINDOWS else "24h"
     since = timezone.now() - panels.WINDOWS[window_name]
+    # One point per snapshot: a statement that also ran nested has a top-level and a nested row.
     deltas = list(
         StatementDelta.objects.filter(target=target, queryid=queryid, window_end__gte=since)
-        .order_by("window_end")
+        .values("window_end")
+        .annotate(window_start=Min("window_start"), calls=Sum("calls"), total_exec_ms=Sum("total_exec_ms"),
+                  rows=Sum("rows"), after_reset=BoolOr("after_reset"))
         .annotate(mean_ms=F("total_exec_ms") / F("calls"))
+        .order_by("window_end")
     )
     text = StatementCounter.objects.filter(target=target, queryid=queryid).values_list("query", flat=True).first()
     if text is None and not deltas:
@@ -41,8 +46,8 @@ def query_history(request, target_id, queryid):
     context = {
         "target": target, "queryid": queryid, "query": text or "", "deltas": deltas[-200:], "window": window_name,
         "windows": list(panels.WINDOWS),
-        "mean_chart": charts.sparkline([(d.window_end, d.mean_ms) for d in deltas], width=640, height=80, unit=" ms"),
-        "calls_chart": charts.sparkline([(d.window_end, d.calls) for d in deltas], width=640, height=80),
+        "mean_chart": charts.sparkline([(d["window_end"], d["mean_ms"]) for d in deltas], width=640, height=80, unit=" ms"),
+        "calls_chart": charts.sparkline([(d["window_end"], d["calls"]) for d in deltas], width=640, height=80),
     }
     return render(request, "monitors/query_history.html", context)
 

@@ -114,3 +114,24 @@ def test_it_shows_a_failing_sampler_alerts_after_n_rounds_and_exports_it(transac
     assert 'id="sampler-failing-statements"' not in page and 'id="statements-sampled-ago"' in page
     assert _metric_samples(viewer, "fleet_sampler_failures")[("stats-aside", "statements")] == 2
     assert ("stats-aside", "statements") in _metric_samples(viewer, "fleet_sampler_last_success_timestamp_seconds")
+
+
+def test_it_charts_one_point_per_snapshot_for_a_statement_that_also_ran_nested(transactional_db, demo_targets, fleet, client_as):
+    # Given a snapshot window in which a statement ran three times top level and twice nested,
+    primary = demo_targets["demo-primary"]
+    statement = "SELECT bid FROM pgbench_branches WHERE bid = 1 AND bbalance > -1000000"
+    samplers.sample_statements_round([primary])  # the baseline
+    with _connect(fleet) as session:
+        for _ in range(3):
+            session.execute(statement)
+        for _ in range(2):
+            session.execute(f"EXPLAIN ANALYZE {statement}")
+    samplers.sample_statements_round([primary])
+    queryid = StatementDelta.objects.filter(target=primary, toplevel=False, calls=2).values_list("queryid", flat=True).get()
+    assert sorted(StatementDelta.objects.filter(target=primary, queryid=queryid).values_list("toplevel", "calls")) == [
+        (False, 2), (True, 3)]
+    # when its history is shown,
+    body = client_as("viewer").get(f"/fleet/targets/{primary.pk}/queries/{queryid}/").content.decode()
+    # then the snapshot is one row (and one chart point) with both counts added up.
+    history = body.split('id="history"', 1)[1]
+    assert re.findall(r'<tr><td>[^<]*</td><td>[^<]*</td><td class="num">(\d+)</td>', history) == ["5"]
