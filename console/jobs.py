@@ -87,7 +87,7 @@ def create(kind: str, *, user=None, target=None, tenant=None, total=None, unit="
         progress_unit=unit,
         params=params or {},
     )
-    _enqueue_after_commit(job.pk)
+    transaction.on_commit(lambda: enqueue(job.pk))
     return job
 
 
@@ -109,10 +109,6 @@ def enqueue(job_id: int, eta: datetime | None = None) -> bool:
         return False
     Job.objects.filter(pk=job_id).update(enqueued_at=timezone.now())
     return True
-
-
-def _enqueue_after_commit(job_id: int) -> None:
-    transaction.on_commit(lambda: enqueue(job_id))
 
 
 def _due_by(moment) -> Q:
@@ -421,8 +417,19 @@ def _requeue(job: Job, from_states: list[str], **fields) -> bool:
         state=Job.State.QUEUED, claimed_by="", enqueued_at=timezone.now(), **_NO_REQUESTS, **fields
     )
     if updated:
-        _enqueue_after_commit(job.pk)
+        transaction.on_commit(lambda: _send_unless_waiting(job.pk))
     return bool(updated)
+
+
+def _send_unless_waiting(job_id: int) -> None:
+    """Send the job, unless its earlier message still waits in the broker's queue (it was paused
+    or cancelled before a worker took it): that one will do, one message per job."""
+    try:
+        waiting = job_id in _job_ids_in_broker(delivered_since=timezone.now())
+    except (kombu.exceptions.OperationalError, redis.exceptions.RedisError):
+        waiting = False  # enqueue says what happens with the broker away
+    if not waiting:
+        enqueue(job_id)
 
 
 def resume(job: Job) -> bool:

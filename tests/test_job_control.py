@@ -69,6 +69,26 @@ def test_it_pauses_running_jobs_after_their_step_freeing_their_workers_and_resum
 
 
 @pytest.mark.worker
+def test_it_resumes_a_job_paused_while_it_waited_in_the_queue_without_a_second_message(
+    transactional_db, live_worker, fleet
+):
+    broker = redis.Redis.from_url(fleet.env()["REDIS_URL"])
+    # Given a job waiting in the broker's queue behind two long ones,
+    long_jobs = [_start(steps=10, step_seconds=0.3) for _ in range(2)]
+    wait_until(lambda: Job.objects.filter(pk__in=[j.pk for j in long_jobs], state=Job.State.RUNNING).count() == 2,
+               30, "both long jobs running")
+    job = _start(steps=2, step_seconds=0.01)
+    assert _messages_per_job(broker)[f"({job.pk},)"] == 1
+    # when it is paused and resumed before a worker takes it,
+    assert jobs.request_pause(job) == "paused"
+    assert jobs.resume(job)
+    # then its one message still does: none is added, and it runs once.
+    assert _messages_per_job(broker)[f"({job.pk},)"] == 1
+    job = jobs.wait_for(job.pk, timeout_s=30)
+    assert job.state == Job.State.SUCCEEDED and job.attempts == 1 and _steps(job) == [0, 1]
+
+
+@pytest.mark.worker
 def test_it_pauses_a_job_resumed_after_its_worker_was_sigkilled(transactional_db, live_worker):
     # Given a job resumed on a new worker after its first one was SIGKILLed,
     job = _start(steps=14, step_seconds=0.3)
