@@ -313,3 +313,18 @@ CELERY_BEAT_SCHEDULE["tenants-refresh-health"] = {
     "schedule": TENANT_HEALTH_INTERVAL_S,
 }
 EXPLAIN_STATEMENT_TIMEOUT_MS = envint("EXPLAIN_STATEMENT_TIMEOUT_MS", 10000)
+
+# Lock-safe DDL (console/pg/ddl.py): each statement waits at most DDL_LOCK_TIMEOUT_MS for its
+# lock, so application queries never queue behind it for longer; retried on 55P03 with backoff.
+DDL_LOCK_TIMEOUT_MS = envint("DDL_LOCK_TIMEOUT_MS", 1000)
+DDL_LOCK_RETRIES = envint("DDL_LOCK_RETRIES", 5)
+DDL_LOCK_BACKOFF_S = envfloat("DDL_LOCK_BACKOFF_S", 0.5)  # first sleep; doubles, jittered, at most 10 s
+DDL_STATEMENT_TIMEOUT_MS = envint("DDL_STATEMENT_TIMEOUT_MS", 3600000)  # VALIDATE and CONCURRENTLY scan
+# Backfills (console/pg/backfill.py): defaults of the "Run a backfill" form.
+BACKFILL_BATCH_TARGET_MS = envint("BACKFILL_BATCH_TARGET_MS", 200)
+BACKFILL_BATCH_INITIAL_ROWS = envint("BACKFILL_BATCH_INITIAL_ROWS", 1000)
+BACKFILL_BATCH_MAX_ROWS = envint("BACKFILL_BATCH_MAX_ROWS", 100000)
+BACKFILL_MAX_REPLICA_LAG_S = envfloat("BACKFILL_MAX_REPLICA_LAG_S", 5.0)
+BACKFILL_MAX_LOCK_WAITERS = envint("BACKFILL_MAX_LOCK_WAITERS", 2)
+BACKFILL_THROTTLE_RETRY_S = envfloat("BACKFILL_THROTTLE_RETRY_S", 5.0)
+BACKFILL_STATEMENT_TIMEOUT_MS = envint("BACKFILL_STATEMENT_TIMEOUT_MS", 30000)
