@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 
-from django.db import transaction
 from django.utils import timezone
 
 from console import approvals, jobs
@@ -34,14 +33,19 @@ class _Progress:
         self.lock = threading.Lock()
 
     def advance(self, record, **tenant_update) -> None:
-        """One more unit done: `record(data)` notes it in the checkpoint data."""
-        with self.lock, transaction.atomic():
-            if tenant_update:
-                Tenant.objects.filter(pk=tenant_update.pop("tenant_id")).update(**tenant_update)
-            self.done += 1
+        """One more unit done: `record(data)` notes it in the checkpoint data. The tenant's update
+        and the checkpoint are one transaction, run again if the console DB drops it (run_unit)."""
+        tenant_id = tenant_update.pop("tenant_id", None)
+
+        def work():
+            if tenant_id is not None:
+                Tenant.objects.filter(pk=tenant_id).update(**tenant_update)
+
+        with self.lock:
             data = dict(self.ctx.checkpoint_data)
             record(data)
-            self.ctx.checkpoint(self.done, data)
+            self.ctx.run_unit(work, self.done + 1, data)
+            self.done += 1
 
 
 def _failure_summary(failures: dict[str, str], total: int, noun: str) -> str:
@@ -136,8 +140,7 @@ def migration_units(target: Target) -> list[dict]:
 def run_migrate(ctx: JobContext) -> dict:
     target = Target.objects.get(pk=ctx.params["target_id"])
     if "units" not in ctx.checkpoint_data:  # fixed on the first attempt: a retry works on the same list
-        with transaction.atomic():
-            ctx.checkpoint(0, {"units": migration_units(target), "done": {}})
+        ctx.run_unit(lambda: None, 0, {"units": migration_units(target), "done": {}})
     units = ctx.checkpoint_data["units"]
     head = migrator.head()
     ctx.set_total(len(units), "tenants")
@@ -194,8 +197,7 @@ def run_health(ctx: JobContext) -> dict:
             counted["measured"] += 1
             counted["drifting"] += health.has_drift
             counted["failed"] += not health.ok
-            with transaction.atomic():
-                ctx.checkpoint(counted["measured"])
+            ctx.run_unit(lambda: None, counted["measured"])
         if not health.ok:
             ctx.log(f"{tenant.slug}: could not measure: {health.error}", level="warning")
 
@@ -222,9 +224,8 @@ def run_offboard(ctx: JobContext) -> dict:
         ctx.log(f"{tenant.slug}: dumping {tenant.location}")
         path = services.dump(tenant, ctx.params.get("dump_dir"))
         size = path.stat().st_size
-        with transaction.atomic():
-            Tenant.objects.filter(pk=tenant.pk).update(dump_path=str(path), dump_size_bytes=size)
-            ctx.checkpoint(1, {**data, "dumped": str(path)})
+        ctx.run_unit(lambda: Tenant.objects.filter(pk=tenant.pk).update(dump_path=str(path), dump_size_bytes=size),
+                     1, {**data, "dumped": str(path)})
         data = dict(ctx.checkpoint_data)
         ctx.log(f"{tenant.slug}: dump kept at {path} ({size} bytes)")
     ctx.raise_if_stopped()
@@ -235,14 +236,12 @@ def run_offboard(ctx: JobContext) -> dict:
 
     if not data.get("dropped"):
         message = services.drop(tenant)
-        with transaction.atomic():
-            ctx.checkpoint(2, {**data, "dropped": True})
+        ctx.run_unit(lambda: None, 2, {**data, "dropped": True})
         data = dict(ctx.checkpoint_data)
         ctx.log(f"{tenant.slug}: {message}")
 
-    with transaction.atomic():
-        Tenant.objects.filter(pk=tenant.pk).update(state=Tenant.State.ARCHIVED, archived_at=timezone.now())
-        ctx.checkpoint(3, data)
+    ctx.run_unit(lambda: Tenant.objects.filter(pk=tenant.pk).update(state=Tenant.State.ARCHIVED, archived_at=timezone.now()),
+                 3, data)
     tenant.refresh_from_db()
     return {"tenant": tenant.slug, "dump": tenant.dump_path, "dump_bytes": tenant.dump_size_bytes}
 
