@@ -55,6 +55,9 @@ class Context:
     superuser: str = "postgres"
     # Environment variable holding the superuser password: use it as a Target's password_env.
     password_env: str = "FLEET_PG_PASSWORD"
+    # The fleet's monitor login (pg_monitor, not a superuser; on every server), as real targets use it.
+    monitor_user: str = "fleet_monitor"
+    monitor_password_env: str = "FLEET_MONITOR_PASSWORD"
 
     @property
     def password(self) -> str:
@@ -80,6 +83,17 @@ class Context:
             password=self.password,
             **params,
         )
+
+    def ensure_databases(self, server: str, names: list[str]) -> None:
+        """CREATE DATABASE (as the superuser) each of `names` that the server does not have yet."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.conninfo(server), autocommit=True) as admin:
+            existing = {row[0] for row in admin.execute("SELECT datname FROM pg_database")}
+            for name in names:
+                if name not in existing:
+                    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
     def log(self, message: str) -> None:
         log(message)

@@ -4,6 +4,7 @@ Every sampler's outcome on every target is kept (SamplerHealth), so a sampler th
 where its figures are, instead of leaving them frozen."""
 
 import logging
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,7 @@ def _each_target(sampler: str, sample, targets, marks_down: bool = True, return_
     `return_connections`, each target's connections are closed once it is sampled (those of an
     upstream, which its replicas' samples also read, once all are)."""
     upstreams = {t.upstream_id for t in targets if t.upstream_id} if return_connections else set()
+    pending, pending_lock = iter(targets), threading.Lock()
 
     def guarded(target):
         try:
@@ -50,10 +52,25 @@ def _each_target(sampler: str, sample, targets, marks_down: bool = True, return_
         finally:
             if return_connections and target.pk not in upstreams:
                 engines.release(target.pk)
+            connection.close_if_unusable_or_obsolete()  # after a console DB error, say
+
+    def drain() -> list[bool]:
+        # Each thread takes the next target until none is left, then lets go of its console DB
+        # connection: one per thread, not one per target.
+        results = []
+        try:
+            while True:
+                with pending_lock:
+                    target = next(pending, None)
+                if target is None:
+                    return results
+                results.append(guarded(target))
+        finally:
             connection.close()
 
     with ThreadPoolExecutor(max_workers=settings.MONITOR_SAMPLER_CONCURRENCY) as pool:
-        results = list(pool.map(guarded, targets))
+        threads = [pool.submit(drain) for _ in range(min(settings.MONITOR_SAMPLER_CONCURRENCY, len(targets)))]
+        results = [ok for thread in threads for ok in thread.result()]
     for target_id in upstreams:
         engines.release(target_id)
     return {"ok": sum(1 for r in results if r), "failed": sum(1 for r in results if not r)}
@@ -149,7 +166,9 @@ def _error_text(target, exc) -> str:
 def sample_fast_round(targets=None, return_connections: bool = False) -> dict:
     started = time.monotonic()
     targets = list(targets if targets is not None else Target.objects.select_related("upstream"))
-    summary = _each_target(Sampler.FAST, sample_fast, targets, return_connections=return_connections)
+    checked_out = {target_id: pool["checked_out"] for target_id, pool in pools.totals_by_target().items()}
+    summary = _each_target(Sampler.FAST, lambda target: sample_fast(target, checked_out), targets,
+                           return_connections=return_connections)
     # After the round's (or chunk's) reads, so that no standby read there has this heartbeat in flight.
     beating = [t for t in targets if t.heartbeat_enabled and t.role == Target.Role.PRIMARY and t.status != Target.Status.DOWN]
     _each_target(Sampler.HEARTBEAT, write_heartbeat, beating, marks_down=False, return_connections=return_connections)
@@ -158,7 +177,9 @@ def sample_fast_round(targets=None, return_connections: bool = False) -> dict:
     return summary
 
 
-def sample_fast(target: Target) -> bool:
+def sample_fast(target: Target, pool_checked_out: dict[int, int] | None = None) -> bool:
+    """One target's activity, connections and replication; `pool_checked_out` (the console's
+    checked-out connections by target id, read once per round) saves a query per target."""
     if target.role == Target.Role.PGBOUNCER:
         return sample_bouncer(target)
     started = time.perf_counter()
@@ -179,7 +200,10 @@ def sample_fast(target: Target) -> bool:
     other_connections = state.pop("other_connections")
     state.update(summarize_replication(standby, standbys, primary_view(target) if in_recovery else None))
     state.update(sampled_at=timezone.now(), sample_error="")
-    TargetState.objects.update_or_create(target=target, defaults=state)
+    if not TargetState.objects.filter(target=target).update(**state):  # one statement, but the first time
+        TargetState.objects.update_or_create(target=target, defaults=state)
+    if pool_checked_out is None:
+        pool_checked_out = {target.pk: pools.totals(target.pk)["checked_out"]}
     series.record(target, {
         "up": 1.0,
         "connections": state["connections"],
@@ -190,7 +214,7 @@ def sample_fast(target: Target) -> bool:
         "replica_lag_bytes": state["replica_lag_bytes"],
         "other_connections": other_connections,
         "console_connections": state["console_connections"],
-        "pool_checked_out": pools.totals(target.pk)["checked_out"],
+        "pool_checked_out": pool_checked_out.get(target.pk),
     })
     return True
 
