@@ -12,10 +12,11 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+from django.utils import timezone
 
 from console import engines
 from console.models import Target
-from monitors import samplers, tasks
+from monitors import panels, pools, samplers, tasks
 from monitors.models import EnginePool, MetricPoint, SamplingChunk, SamplingRound, TargetState
 from tests.conftest import Worker
 from tests.waiting import wait_until
@@ -194,3 +195,28 @@ def test_it_holds_at_most_one_connection_per_target_and_none_after_the_round_abo
 
     published = wait_until(published_by_worker, timeout_s=10, what="the worker to publish its pools")
     assert {(p.size, p.max_overflow) for p in published} == {(1, 0)}
+
+
+def test_it_counts_the_consoles_monitor_connections_in_the_connection_budget(transactional_db, demo_targets):
+    # Given another target on the demo primary's server holding a console connection,
+    primary = demo_targets["demo-primary"]
+    alias = _more_targets(demo_targets, 1, 0)[0]
+    try:
+        with engines.connect(alias):
+            # when the primary is sampled,
+            samplers.sample_fast_round([primary])
+    finally:
+        engines.dispose_all()
+    # then its state counts the console's sessions on that server (the sampler's own included),
+    state = TargetState.objects.get(target=primary)
+    assert state.console_connections >= 2
+    # and the budget adds up each process's pool as published: a web process's 5 + 2, a monitor
+    # process's one connection.
+    now = timezone.now()
+    for process, size, overflow in (("web-host:1", 5, 2), ("monitor-host:2", 1, 0)):
+        EnginePool.objects.create(process=process, target=primary, size=size, max_overflow=overflow, checked_in=0,
+                                  checked_out=0, overflow=0, started_at=now, updated_at=now)
+    budget = panels.connection_budget(primary, state, pools.totals(primary.pk))
+    assert budget["processes"] == 2 and budget["console_max"] == 8
+    assert budget["server_now"] == budget["server_peak"] == state.console_connections
+    assert budget["total"] == max(8, state.console_connections) + budget["others_peak"]
