@@ -134,10 +134,39 @@ def _timed_round() -> float:
         time.sleep(0.05)
 
 
-def _rounds(ctx, label: str) -> list[float]:
+def _machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    ticks = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+
+
+def _process_cpu_s(pids) -> float:
+    """User + system CPU seconds of these processes and their pool children, from /proc."""
+    hz, total = os.sysconf("SC_CLK_TCK"), 0.0
+    for stat in os.scandir("/proc"):
+        if not stat.name.isdigit():
+            continue
+        try:
+            fields = open(f"/proc/{stat.name}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat.name) in pids or int(fields[1]) in pids:
+            total += (int(fields[11]) + int(fields[12])) / hz
+    return total
+
+
+def _rounds(ctx, label: str, workers) -> list[float]:
     warm = _timed_round()  # new worker processes make their engines
+    pids = {w.proc.pid for w in workers}
+    cpu_before, machine_before = _process_cpu_s(pids), _machine_cpu()
     timed = [_timed_round() for _ in range(ROUNDS_PER_SETUP)]
-    ctx.log(f"fleet1000: {label}: warm-up {warm:.2f} s, rounds {[round(t, 2) for t in timed]} s")
+    cpu_s, machine = _process_cpu_s(pids) - cpu_before, _machine_cpu()
+    busy_pct = 100 * (machine[0] - machine_before[0]) / max(1e-9, machine[1] - machine_before[1])
+    ctx.log(f"fleet1000: {label}: warm-up {warm:.2f} s, rounds {[round(t, 2) for t in timed]} s;"
+            f" workers' CPU {cpu_s / ROUNDS_PER_SETUP:.1f} s per round; the machine's {os.cpu_count()} cores"
+            f" {busy_pct:.0f}% busy (every process on it, load average {os.getloadavg()[0]:.1f})")
     return timed
 
 
@@ -152,9 +181,9 @@ def run(ctx) -> dict[str, float]:
     workers, watch = [], ConnectionWatch(ctx)
     try:
         workers.append(MonitorWorker(ctx, "monitor1"))
-        one = _rounds(ctx, "1 worker")
+        one = _rounds(ctx, "1 worker", workers)
         workers.append(MonitorWorker(ctx, "monitor2"))
-        two = _rounds(ctx, "2 workers")
+        two = _rounds(ctx, "2 workers", workers)
     finally:
         watch.close()
         for worker in workers:
