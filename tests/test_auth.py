@@ -85,6 +85,8 @@ def _action_requests(subjects):
         "monitors.explain": ("post", f"/fleet/targets/{target.pk}/explain/", {"sql": "SELECT 1"}),
         "monitors.session": ("post", f"/fleet/targets/{target.pk}/sessions/999999/cancel/", {}),
         "monitors.thresholds": ("post", f"/fleet/targets/{target.pk}/alerts/save/", {"metric": "replica_lag_s", "reset": "on"}),
+        "migrations.backfill": ("post", "/migrations/backfills/run/", {"table": ""}),
+        "migrations.backfill_control": ("post", "/migrations/backfills/999999/pause/", {}),
     }
 
 
@@ -96,6 +98,7 @@ EXPECTED_ROLE = {
     "tenant.offboard_approve": "approver", "tenant.offboard_reject": "approver",
     "approvals.decide": "approver", "approvals.withdraw": "viewer",
     "monitors.explain": "operator", "monitors.session": "operator", "monitors.thresholds": "admin",
+    "migrations.backfill": "operator", "migrations.backfill_control": "operator",
 }
 
 

@@ -14,8 +14,9 @@ from console.pg import ddl, lock_retry
 from console.pg.ddl import ALREADY_DONE, DONE, DdlRefused, Op
 
 
-def _superuser(fleet, dbname="demo"):
-    return psycopg.connect(host="127.0.0.1", port=fleet.port("primary"), user="postgres",
+def superuser(fleet, server="primary", dbname="demo"):
+    """An autocommit superuser connection to one of the suite's servers (test_backfill uses it too)."""
+    return psycopg.connect(host="127.0.0.1", port=fleet.port(server), user="postgres",
                            password=fleet.superuser_password, dbname=dbname, autocommit=True)
 
 
@@ -32,7 +33,7 @@ def table(fleet):
     made = []
 
     def make(name, rows=1000):
-        with _superuser(fleet) as conn:
+        with superuser(fleet) as conn:
             ident = sql.Identifier("public", name)
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(ident))
             conn.execute(sql.SQL("CREATE TABLE {} (id bigint PRIMARY KEY, parent_id bigint, note text)").format(ident))
@@ -43,13 +44,13 @@ def table(fleet):
         return name
 
     yield make
-    with _superuser(fleet) as conn:
+    with superuser(fleet) as conn:
         for name in made:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier("public", name)))
 
 
 def _column(fleet, table, column):
-    with _superuser(fleet) as conn:
+    with superuser(fleet) as conn:
         return conn.execute(
             "SELECT attnotnull, format_type(atttypid, atttypmod) FROM pg_attribute"
             " WHERE attrelid = %s::regclass AND attname = %s AND NOT attisdropped", (f"public.{table}", column)
@@ -57,7 +58,7 @@ def _column(fleet, table, column):
 
 
 def _constraints(fleet, table):
-    with _superuser(fleet) as conn:
+    with superuser(fleet) as conn:
         return dict(conn.execute("SELECT conname, convalidated FROM pg_constraint WHERE conrelid = %s::regclass",
                                  (f"public.{table}",)).fetchall())
 
@@ -83,7 +84,7 @@ def test_it_adds_a_not_null_column_step_by_step_each_step_once(fleet, demo_targe
         ddl.apply(primary, not_null)
     assert _column(fleet, name, "flag")[0] is False
 
-    with _superuser(fleet) as conn:  # the backfill's part
+    with superuser(fleet) as conn:  # the backfill's part
         conn.execute(sql.SQL("UPDATE {} SET flag = 'x'").format(sql.Identifier(name)))
     check = Op("add_not_null_check_not_valid", "public", name, column="flag", constraint="flag_not_null")
     _apply_twice(primary, check)
@@ -103,7 +104,7 @@ def test_it_adds_a_foreign_key_after_dropping_an_invalid_index_left_over(fleet, 
     primary = demo_targets["demo-primary"]
     parent, child = table("ddl_parent", rows=10), table("ddl_child")
     # An earlier try that failed half-way: CREATE INDEX CONCURRENTLY leaves an INVALID index behind.
-    with _superuser(fleet) as conn:
+    with superuser(fleet) as conn:
         with pytest.raises(psycopg.errors.UniqueViolation):
             conn.execute(sql.SQL("CREATE UNIQUE INDEX CONCURRENTLY ddl_child_parent_idx ON {} (parent_id)")
                          .format(sql.Identifier(child)))
@@ -115,7 +116,7 @@ def test_it_adds_a_foreign_key_after_dropping_an_invalid_index_left_over(fleet, 
     assert result.outcome == DONE and result.statements[0].startswith("DROP INDEX CONCURRENTLY IF EXISTS")
     assert any("dropped the INVALID index ddl_child_parent_idx" in line for line in logged)
     assert ddl.apply(primary, index).outcome == ALREADY_DONE
-    with _superuser(fleet) as conn:
+    with superuser(fleet) as conn:
         valid, unique = conn.execute("SELECT indisvalid, indisunique FROM pg_index"
                                      " WHERE indexrelid = 'ddl_child_parent_idx'::regclass").fetchone()
     assert valid and not unique, "the leftover was replaced by the index asked for"
@@ -146,7 +147,7 @@ def test_it_waits_at_most_lock_timeout_per_try_and_never_queues_queries_longer(f
     primary = demo_targets["demo-primary"]
     name = table("ddl_locked")
     lock_timeout_ms = 400
-    holder = _superuser(fleet)
+    holder = superuser(fleet)
     holder.execute("BEGIN")
     holder.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name)))
     holder_pid = holder.info.backend_pid
@@ -154,12 +155,12 @@ def test_it_waits_at_most_lock_timeout_per_try_and_never_queues_queries_longer(f
     waits = {}  # (pid, waitstart) -> (mode, longest wait seen in s)
 
     def application():
-        with _superuser(fleet) as conn:
+        with superuser(fleet) as conn:
             while not stop.is_set():
                 conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name)))
 
     def watch():
-        with _superuser(fleet) as conn:
+        with superuser(fleet) as conn:
             while not stop.is_set():
                 for pid, mode, waitstart, waited_s in conn.execute(
                         "SELECT pid, mode, waitstart, EXTRACT(EPOCH FROM clock_timestamp() - waitstart)::float8"
@@ -208,7 +209,7 @@ def test_it_reports_the_blocker_of_a_validate_waiting_in_its_own_transaction(fle
     primary = demo_targets["demo-primary"]
     name = table("ddl_validate")
     ddl.apply(primary, Op("add_not_null_check_not_valid", "public", name, column="note", constraint="note_nn"))
-    holder = _superuser(fleet)
+    holder = superuser(fleet)
     holder_pid = holder.info.backend_pid
     holder.execute("BEGIN")
     holder.execute(sql.SQL("LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE").format(sql.Identifier(name)))

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, TypeVar
 
+import psycopg
 import sqlalchemy.exc
 from django.conf import settings
 from sqlalchemy import text
@@ -176,7 +177,7 @@ def run(
                         return work(conn)
                     finally:
                         blockers = watcher.blockers
-        except sqlalchemy.exc.DBAPIError as exc:
+        except (sqlalchemy.exc.DBAPIError, psycopg.Error) as exc:  # through SQLAlchemy, or psycopg's own cursor
             if not is_lock_timeout(exc):
                 raise
             blockers = blockers or _holders(target, database, schema, table, pid or 0)

@@ -1,0 +1,182 @@
+"""Backfills: checking and creating one, and the loop a `migrations.backfill` job runs.
+
+The loop is GitLab's batched background migration in small: before each batch the health
+indicators (replica lag of the target's standbys, sessions waiting on locks, vacuum on the
+table) may say Stop, and then the job throttles (queued again, no worker held, the reason on its
+page) instead of failing; each batch is one short transaction on the target that also moves the
+backfill's progress row there (console/pg/backfill.py), so a batch is never applied twice, then
+a checkpoint in the console DB; the batch size steers towards `batch_target_ms`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from console import engines, jobs
+from console.jobs import JobContext
+from console.models import Job, Target
+from console.pg import backfill as pg
+from console.pg import lock_retry
+from console.pg.backfill import BackfillRefused
+from console.validators import validate_pg_name
+from migrations_ui.models import Backfill
+
+KIND = "migrations.backfill"
+MIN_BATCH_ROWS = 10
+CHECK_STATEMENT_TIMEOUT_MS = 5000
+HEALTH_STATEMENT_TIMEOUT_MS = 2000
+
+
+def limits_from_settings() -> dict:
+    return {
+        "batch_target_ms": settings.BACKFILL_BATCH_TARGET_MS,
+        "max_replica_lag_s": settings.BACKFILL_MAX_REPLICA_LAG_S,
+        "max_lock_waiters": settings.BACKFILL_MAX_LOCK_WAITERS,
+        "throttle_retry_s": settings.BACKFILL_THROTTLE_RETRY_S,
+    }
+
+
+def create_backfill(*, target: Target, table: str, set_column: str, set_expression: str, where: str = "",
+                    schema: str = "public", database: str = "", user=None, enqueue: bool = True,
+                    **limits) -> Backfill:
+    """Check the backfill against the target (names, expressions, primary key, and PostgreSQL's
+    plan of the UPDATE: nothing runs), then record it and its job, sent to the workers unless
+    `enqueue` is False (to run it in this process). BackfillRefused says what is wrong; nothing
+    is created then."""
+    if target.role not in (Target.Role.PRIMARY, Target.Role.PGBOUNCER):
+        raise BackfillRefused(f"{target.name} is a {target.get_role_display().lower()}: backfill on a primary.")
+    for label, name in (("schema", schema), ("table", table), ("column", set_column), ("database", database)):
+        if label == "database" and not name:
+            continue
+        try:
+            validate_pg_name(name)
+        except ValidationError as exc:
+            raise BackfillRefused(f"The {label} name {name!r}: {' '.join(exc.messages)}") from None
+    set_sql = pg.parse_expression(set_expression, "SET expression")
+    where_sql = pg.parse_expression(where, "WHERE filter") if where.strip() else ""
+    try:
+        with engines.connect(target, credential="change", database=database or None, rollback=True,
+                             statement_timeout_ms=CHECK_STATEMENT_TIMEOUT_MS) as conn:
+            pk = pg.primary_key(conn, schema, table, set_column)
+            spec = pg.Spec(schema, table, pk, set_column, set_sql, where_sql)
+            pg.check_statement(conn, spec)
+    except engines.TargetError as exc:
+        raise BackfillRefused(str(exc)) from None
+    with transaction.atomic():
+        backfill = Backfill.objects.create(
+            target=target, database=database, schema=schema, table=table, pk_column=pk, set_column=set_column,
+            set_expression=set_sql, where=where_sql, requested_by=user if user and user.is_authenticated else None,
+            **{**limits_from_settings(), **{k: v for k, v in limits.items() if v is not None}},
+        )
+        params = {"backfill_id": backfill.pk}
+        if enqueue:
+            backfill.job = jobs.create(KIND, user=user, target=target, unit="rows", params=params)
+        else:
+            backfill.job = Job.objects.create(kind=KIND, requested_by=backfill.requested_by, target=target,
+                                              progress_unit="rows", params=params)
+        backfill.save(update_fields=["job"])
+    return backfill
+
+
+def next_batch_size(size: int, elapsed_ms: float, target_ms: float, max_rows: int | None = None) -> int:
+    """Towards `target_ms` per batch, by at most a factor of two either way per batch."""
+    factor = 2.0 if elapsed_ms <= 0 else min(2.0, max(0.5, target_ms / elapsed_ms))
+    return int(min(max_rows or settings.BACKFILL_BATCH_MAX_ROWS, max(MIN_BATCH_ROWS, size * factor)))
+
+
+class _Run:
+    """One attempt of a backfill job, from where the target says it got to."""
+
+    def __init__(self, ctx: JobContext, backfill: Backfill):
+        self.ctx, self.backfill = ctx, backfill
+        self.target, self.spec = backfill.target, backfill.spec()
+        self.database = backfill.database or None
+
+    def _target_transaction(self):
+        return engines.connect(self.target, credential="change", database=self.database,
+                               statement_timeout_ms=settings.BACKFILL_STATEMENT_TIMEOUT_MS)
+
+    def start(self) -> tuple[int | None, int]:
+        """(last key done, rows done), the target's progress row being the truth."""
+        ctx, backfill, spec = self.ctx, self.backfill, self.spec
+        with self._target_transaction() as conn:
+            pg.ensure_progress_table(conn)
+            stored = pg.progress(conn, spec.key)
+            if stored is None:
+                first = pg.first_key(conn, spec)
+                if first is None:
+                    return None, 0
+                pg.start_progress(conn, spec.key, first)
+                stored = {"last_pk": first, "rows_done": 0}
+            if backfill.rows_total is None:
+                backfill.rows_total = stored["rows_done"] + pg.rows_to_do(conn, spec, stored["last_pk"])
+                Backfill.objects.filter(pk=backfill.pk).update(rows_total=backfill.rows_total)
+        console_after = ctx.checkpoint_data.get("after")
+        if console_after is not None and stored["last_pk"] != console_after:
+            ctx.log(f"the target had committed the batch up to key {stored['last_pk']}, past the console's "
+                    f"checkpoint at {console_after} (the worker stopped between the two): going on from "
+                    f"{stored['last_pk']}, that batch is not run again", level="warning")
+        ctx.set_total(backfill.rows_total, "rows")
+        return stored["last_pk"], stored["rows_done"]
+
+    def stop_reason(self, batch_waiters: int) -> str | None:
+        backfill = self.backfill
+        with engines.connect(self.target, database=self.database, statement_timeout_ms=HEALTH_STATEMENT_TIMEOUT_MS) as conn:
+            health = pg.health(conn, backfill.schema, backfill.table)
+        return health.stop_reason(backfill.schema, backfill.table, max_replica_lag_s=backfill.max_replica_lag_s,
+                                  max_lock_waiters=backfill.max_lock_waiters, batch_waiters=batch_waiters)
+
+    def throttle(self, reason: str) -> None:
+        Backfill.objects.filter(pk=self.backfill.pk).update(
+            throttle_reason=reason, throttled_at=timezone.now(), throttles=F("throttles") + 1)
+        self.ctx.throttle(reason, self.backfill.throttle_retry_s)
+
+    def batch(self, after: int, size: int) -> pg.Batch:
+        return lock_retry.run(
+            self.target, lambda conn: pg.run_batch(conn, self.spec, after, size),
+            what=f"backfill batch of {size} keys after {after}", schema=self.spec.schema, table=self.spec.table,
+            database=self.database, statement_timeout_ms=settings.BACKFILL_STATEMENT_TIMEOUT_MS, log=self.ctx.log,
+        )
+
+    def checkpoint(self, batch: pg.Batch, done: int, size_used: int, elapsed_ms: float, next_size: int) -> None:
+        def record():
+            Backfill.objects.filter(pk=self.backfill.pk).update(
+                rows_done=done, last_pk=batch.upto, batches=F("batches") + 1, batch_size=size_used,
+                last_batch_ms=elapsed_ms)
+
+        self.ctx.run_unit(record, done, {"after": batch.upto, "batch_size": next_size})
+
+    def finish(self, done: int) -> dict:
+        with self._target_transaction() as conn:
+            pg.forget_progress(conn, self.spec.key)
+        Backfill.objects.filter(pk=self.backfill.pk).update(rows_done=done)
+        return {"rows": done, "table": f"{self.spec.schema}.{self.spec.table}", "column": self.spec.column}
+
+
+def run_backfill(ctx: JobContext, backfill: Backfill) -> dict:
+    run = _Run(ctx, backfill)
+    after, done = run.start()
+    size = int(ctx.checkpoint_data.get("batch_size") or settings.BACKFILL_BATCH_INITIAL_ROWS)
+    batch_waiters = 0
+    while after is not None:
+        ctx.raise_if_stopped()
+        reason = run.stop_reason(batch_waiters)
+        if reason:
+            run.throttle(reason)
+        started = time.perf_counter()
+        batch = run.batch(after, size)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if batch.upto is None:
+            break
+        done += batch.rows
+        next_size = next_batch_size(size, elapsed_ms, backfill.batch_target_ms)
+        run.checkpoint(batch, done, size, elapsed_ms, next_size)
+        after, size, batch_waiters = batch.upto, next_size, batch.waiters
+    ctx.log(f"every key done: {done} rows set")
+    return run.finish(done)

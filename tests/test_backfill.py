@@ -1,0 +1,282 @@
+"""Backfills against the suite's real primary, its streaming replica and the real job worker:
+keyset batches that adapt, every row set exactly once through a SIGKILL, throttling (no worker
+held) while replay is paused on the replica, refusals of anything but one safe expression, and
+the pages in a real browser."""
+
+import random
+import re
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from playwright.sync_api import expect
+from psycopg import sql
+
+from console import engines, jobs
+from console.models import Job
+from console.pg import backfill as pg
+from console.pg.backfill import BackfillRefused
+from migrations_ui import services
+from migrations_ui.models import Backfill
+from tests.test_ddl import fresh_registry, superuser  # noqa: F401  (fresh_registry is a fixture)
+from tests.waiting import wait_until
+
+
+@pytest.fixture
+def table(fleet):
+    """make(name, rows): a table (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0, note text) owned
+    by the change login; every row's n starts at 0, so n = n + 1 shows a row set twice."""
+    made = []
+
+    def make(name, rows):
+        ident = sql.Identifier("public", name)
+        with superuser(fleet) as conn:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident))
+            conn.execute(sql.SQL("CREATE TABLE {} (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0, note text)")
+                         .format(ident))
+            conn.execute(sql.SQL("INSERT INTO {} (id, note) SELECT g, 'row ' || g FROM generate_series(1, %s) g")
+                         .format(ident), (rows,))
+            conn.execute(sql.SQL("ALTER TABLE {} OWNER TO fleet_owner").format(ident))
+            conn.execute(sql.SQL("VACUUM ANALYZE {}").format(ident))
+        made.append(name)
+        return name
+
+    yield make
+    with superuser(fleet) as conn:
+        for name in made:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("public", name)))
+
+
+def _rows_by_n(fleet, name) -> dict:
+    """{(n, matches id % 10 <> 0): rows}"""
+    with superuser(fleet) as conn:
+        return {(n, matches): count for n, matches, count in conn.execute(
+            sql.SQL("SELECT n, id % 10 <> 0, count(*) FROM {} GROUP BY 1, 2").format(sql.Identifier(name)))}
+
+
+def _progress_row(fleet, backfill):
+    with superuser(fleet) as conn:
+        return conn.execute("SELECT last_pk FROM fleet_console.backfill_progress WHERE backfill = %s",
+                            (backfill.spec().key,)).fetchone()
+
+
+def _start(demo_targets, name, enqueue=True, **limits):
+    return services.create_backfill(target=demo_targets["demo-primary"], table=name, set_column="n",
+                                    set_expression="n + 1", where="id % 10 <> 0", enqueue=enqueue, **limits)
+
+
+# Refusals ---------------------------------------------------------------------------------------
+
+
+def test_it_refuses_anything_but_one_safe_expression_and_a_table_it_can_batch(fleet, demo_targets, table, db):
+    name = table("bf_refused", rows=10)
+    for expression, reason in [
+        ("1; DROP TABLE bf_refused", "without semicolons"),
+        ("n + 1 FROM pg_authid", "exactly one expression"),
+        ("pg_sleep(10)::int", "pg_sleep()"),
+        ("(SELECT pg_terminate_backend(pid) FROM pg_stat_activity LIMIT 1)::int", "pg_terminate_backend()"),
+        ("(WITH gone AS (DELETE FROM bf_refused RETURNING 1) SELECT 1)", "a subquery that writes (DELETE)"),
+        ("$1", "a parameter"),
+        ("n +", "not one SQL expression"),
+    ]:
+        with pytest.raises(BackfillRefused, match=re.escape(reason)):
+            services.create_backfill(target=demo_targets["demo-primary"], table=name, set_column="n",
+                                     set_expression=expression)
+    with pytest.raises(BackfillRefused, match=r'column "nope" does not exist'):
+        services.create_backfill(target=demo_targets["demo-primary"], table=name, set_column="n",
+                                 set_expression="nope + 1")
+    with pytest.raises(BackfillRefused, match="no table public.bf_missing"):
+        services.create_backfill(target=demo_targets["demo-primary"], table="bf_missing", set_column="n",
+                                 set_expression="1")
+    with pytest.raises(BackfillRefused, match="is the primary key"):
+        services.create_backfill(target=demo_targets["demo-primary"], table=name, set_column="id", set_expression="1")
+    with pytest.raises(BackfillRefused, match="replica: backfill on a primary"):
+        services.create_backfill(target=demo_targets["demo-replica"], table=name, set_column="n", set_expression="1")
+    with pytest.raises(BackfillRefused, match="table name"):
+        services.create_backfill(target=demo_targets["demo-primary"], table='x"; DROP TABLE y; --', set_column="n",
+                                 set_expression="1")
+    assert not Backfill.objects.exists() and not Job.objects.exists()
+    assert _rows_by_n(fleet, name) == {(0, True): 9, (0, False): 1}
+
+
+# Exactly once -----------------------------------------------------------------------------------
+
+
+@pytest.mark.worker
+def test_it_sets_every_row_exactly_once_through_a_sigkilled_worker(fleet, demo_targets, table, transactional_db,
+                                                                   live_worker):
+    # Given a backfill of 200,000 rows (180,000 pass the filter) in batches of about 20 ms,
+    name = table("bf_killed", rows=200_000)
+    backfill = _start(demo_targets, name, batch_target_ms=20)
+    # when its worker is SIGKILLed at a random batch and another one started,
+    kill_at = random.randint(3, 25)
+    wait_until(lambda: Backfill.objects.get(pk=backfill.pk).batches >= kill_at, 60, f"batch {kill_at}", poll_s=0.02)
+    live_worker.kill()
+    at_kill = Backfill.objects.get(pk=backfill.pk)
+    assert at_kill.rows_done < 180_000, "killed before the end"
+    live_worker.start()
+    wait_until(lambda: backfill.job_id in jobs.reap_stale(), 30, "the reaper to re-queue the backfill", poll_s=0.5)
+    job = jobs.wait_for(backfill.job_id, timeout_s=60)
+    # then it resumed from its checkpoint and every row ended as specified, none twice.
+    assert job.state == Job.State.SUCCEEDED, job.error
+    assert job.attempts == 2 and job.result["rows"] == 180_000
+    assert any("resuming from checkpoint" in line.message for line in job.log_lines.all())
+    assert _rows_by_n(fleet, name) == {(1, True): 180_000, (0, False): 20_000}
+    done = Backfill.objects.get(pk=backfill.pk)
+    assert done.rows_done == done.rows_total == 180_000 and done.batches > at_kill.batches
+    assert _progress_row(fleet, done) is None, "its progress row on the target is cleaned up"
+
+
+def test_it_never_runs_a_batch_again_that_the_target_committed_before_a_lost_checkpoint(
+        fleet, demo_targets, table, transactional_db):
+    # Given a backfill whose first batch committed on the target while its checkpoint in the
+    # console DB never did (the worker died between the two commits),
+    name = table("bf_gap", rows=5000)
+    backfill = _start(demo_targets, name, enqueue=False)
+    spec, primary = backfill.spec(), demo_targets["demo-primary"]
+    with engines.connect(primary, credential="change") as conn:
+        pg.ensure_progress_table(conn)
+        pg.start_progress(conn, spec.key, 0)
+    Job.objects.filter(pk=backfill.job_id).update(checkpoint={"after": 0, "batch_size": 1000})
+    with engines.connect(primary, credential="change") as conn:
+        committed = pg.run_batch(conn, spec, after=0, size=1000)
+    assert committed.upto == 1000 and committed.rows == 900
+    # a second runner holding the same stale position changes nothing,
+    with pytest.raises(pg.ConcurrentRun), engines.connect(primary, credential="change") as conn:
+        pg.run_batch(conn, spec, after=0, size=1000)
+    assert _rows_by_n(fleet, name)[(1, True)] == 900
+    # when the job runs from the console's checkpoint,
+    assert jobs.execute(backfill.job_id) == Job.State.SUCCEEDED
+    # then it goes on from where the target says it got to, and no row is set twice.
+    job = Job.objects.get(pk=backfill.job_id)
+    assert any("the target had committed the batch up to key 1000, past the console's checkpoint at 0" in line.message
+               for line in job.log_lines.all())
+    assert _rows_by_n(fleet, name) == {(1, True): 4500, (0, False): 500}
+    assert job.result["rows"] == 4500 and job.progress_done == 4500
+
+
+# Throttling -------------------------------------------------------------------------------------
+
+
+def _replica_lag_s(fleet) -> float:
+    with superuser(fleet) as conn:
+        return conn.execute("SELECT coalesce(max(EXTRACT(EPOCH FROM replay_lag)), 0)::float8 FROM pg_stat_replication"
+                            ).fetchone()[0]
+
+
+@pytest.mark.worker
+def test_it_throttles_while_replay_is_paused_and_goes_on_by_itself_once_it_resumes(
+        fleet, demo_targets, table, transactional_db, live_worker):
+    name = table("bf_lag", rows=20_000)
+    replica = superuser(fleet, "replica", "postgres")
+    try:
+        # Given replay paused on the replica while the primary writes,
+        replica.execute("SELECT pg_wal_replay_pause()")
+        with superuser(fleet) as writer:
+            def lagging():
+                writer.execute(sql.SQL("UPDATE {} SET note = note WHERE id = 1").format(sql.Identifier(name)))
+                return _replica_lag_s(fleet) > 2
+
+            wait_until(lagging, 30, "the replica to lag more than 2 s", poll_s=0.2)
+        # when a backfill allowing 1 s of lag starts,
+        backfill = _start(demo_targets, name, max_replica_lag_s=1, throttle_retry_s=1)
+        # then it throttles, off its worker, saying why, and sets nothing meanwhile,
+        throttled = wait_until(lambda: Job.objects.filter(pk=backfill.job_id, state=Job.State.QUEUED,
+                                                          wait_reason__startswith="replica lag").first(),
+                               30, "the backfill to throttle on replica lag")
+        assert not throttled.claimed_by and throttled.not_before is not None and not throttled.error
+        assert re.fullmatch(r"replica lag: standby \S+ is \d+\.\d s behind \(limit 1 s\)", throttled.wait_reason)
+        held = Backfill.objects.get(pk=backfill.pk)
+        assert held.throttle_reason == throttled.wait_reason and held.rows_done == 0
+        assert _rows_by_n(fleet, name) == {(0, True): 18_000, (0, False): 2_000}
+    finally:
+        replica.execute("SELECT pg_wal_replay_resume()")
+        replica.close()
+    # and once replay resumes it goes on by itself to the end.
+    job = jobs.wait_for(backfill.job_id, timeout_s=60)
+    assert job.state == Job.State.SUCCEEDED, (job.state, job.error, job.wait_reason)
+    assert _rows_by_n(fleet, name) == {(1, True): 18_000, (0, False): 2_000}
+    assert Backfill.objects.get(pk=backfill.pk).throttles >= 1
+
+
+# Pause, resume, cancel from the command line ---------------------------------------------------
+
+
+@pytest.mark.worker
+def test_it_pauses_resumes_and_cancels_from_the_command_line(fleet, demo_targets, table, transactional_db, live_worker):
+    name = table("bf_cli", rows=100_000)
+    out = StringIO()
+    call_command("backfill", "run", "--target", "demo-primary", "--table", name, "--column", "n", "--set", "n + 1",
+                 "--where", "id % 10 <> 0", "--batch-target-ms", "20", stdout=out)
+    backfill = Backfill.objects.get(table=name)
+    assert f"backfill #{backfill.pk}" in out.getvalue() and '"n" = n + 1' in out.getvalue()
+    wait_until(lambda: Backfill.objects.get(pk=backfill.pk).batches >= 2, 30, "two batches")
+    call_command("backfill", "pause", str(backfill.pk), stdout=out)
+    wait_until(lambda: Job.objects.get(pk=backfill.job_id).state == Job.State.PAUSED, 30, "the backfill paused")
+    paused = Backfill.objects.get(pk=backfill.pk)
+    # paused at a batch boundary: exactly the keys up to the last one done are set
+    with superuser(fleet) as conn:
+        set_rows = conn.execute(sql.SQL("SELECT count(*), max(id) FROM {} WHERE n = 1").format(sql.Identifier(name))
+                                ).fetchone()
+    assert set_rows[0] == paused.rows_done and set_rows[1] <= paused.last_pk
+    call_command("backfill", "resume", str(backfill.pk), stdout=out)
+    assert jobs.wait_for(backfill.job_id, timeout_s=60).state == Job.State.SUCCEEDED
+    assert _rows_by_n(fleet, name) == {(1, True): 90_000, (0, False): 10_000}
+
+    other = _start(demo_targets, table("bf_cancel", rows=10), enqueue=False)
+    call_command("backfill", "cancel", str(other.pk), stdout=out)
+    assert Job.objects.get(pk=other.job_id).state == Job.State.CANCELLED
+    assert "Job cancelled." in out.getvalue()
+
+
+# Pages ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+@pytest.mark.worker
+def test_it_runs_a_backfill_from_its_page_and_shows_it_live(page, users, fleet, demo_targets, table, live_worker,
+                                                            artifacts):
+    name = table("bf_page", rows=100_000)
+    page.goto("/migrations/backfills/")
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", "operator-pw-123")
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Backfills")
+    page.select_option("#id_target", label="demo-primary")
+    page.fill("#id_table", name)
+    page.fill("#id_set_column", "n")
+    page.fill("#id_set_expression", "n + pg_sleep(1)::text::int")
+    page.click("button:has-text('Run the backfill')")
+    expect(page.locator("#id_set_expression ~ .error")).to_contain_text("may not contain a call to pg_sleep()")
+    page.screenshot(path=str(artifacts / "backfill-refused.png"), full_page=True)
+    assert not Backfill.objects.exists()
+
+    # An application transaction holding a row half-way makes the backfill wait there for a while.
+    holder = superuser(fleet)
+    try:
+        holder.execute("BEGIN")
+        holder.execute(sql.SQL("SELECT 1 FROM {} WHERE id = 50001 FOR UPDATE").format(sql.Identifier(name)))
+        page.fill("#id_set_expression", "n + 1")
+        page.fill("#id_where", "id % 10 <> 0")
+        page.fill("#id_batch_target_ms", "20")
+        page.click("button:has-text('Run the backfill')")
+        expect(page).to_have_url(re.compile(r"/migrations/backfills/\d+/$"))
+        expect(page.locator("#backfill-statement")).to_contain_text(f'UPDATE "public"."{name}" SET "n" = n + 1')
+        expect(page.locator("#backfill-batch")).to_contain_text("keys, last batch")
+        expect(page.locator("#backfill-rate")).not_to_have_text("—")
+        page.click("button:has-text('Pause')")
+        expect(page.locator(".pill")).to_contain_text("pausing")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    expect(page.locator("#backfill-state")).to_have_text("Paused", timeout=30_000)
+    expect(page.locator("#backfill-rows")).to_contain_text("of 90000")
+    page.screenshot(path=str(artifacts / "backfill-paused.png"), full_page=True)
+    page.click("button:has-text('Resume')")
+    expect(page.locator("#backfill-state")).to_have_text("Succeeded", timeout=60_000)
+    expect(page.locator("#backfill-rows")).to_contain_text("90000 of 90000 (100%)")
+    page.screenshot(path=str(artifacts / "backfill-done.png"), full_page=True)
+    page.click("text=All backfills")
+    expect(page.locator("#backfills")).to_contain_text(name)
+    page.screenshot(path=str(artifacts / "backfill-list.png"), full_page=True)
+    assert _rows_by_n(fleet, name) == {(1, True): 90_000, (0, False): 10_000}
