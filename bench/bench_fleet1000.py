@@ -24,7 +24,10 @@ from monitors.models import SamplerHealth, SamplingRound
 TARGETS = 1000
 DATABASES_PER_SERVER = 40
 SERVERS = ("primary", "replica", "scratch")  # the replica streams the primary's databases
-ROUNDS_PER_SETUP = 3  # timed, after one warm-up round
+# Workers per phase, alternated so that the shared machine's drifting load hits both alike; each
+# phase times ROUNDS_PER_PHASE rounds, after a warm-up round when a worker has just started.
+PHASES = (1, 2, 1, 2)
+ROUNDS_PER_PHASE = 2
 OVERVIEW_REQUESTS = 40
 WORKER_CONCURRENCY = 1  # pool processes per worker (see bench/README.md)
 ROUND_TIMEOUT_S = 120
@@ -157,16 +160,17 @@ def _process_cpu_s(pids) -> float:
     return total
 
 
-def _rounds(ctx, label: str, workers) -> list[float]:
-    warm = _timed_round()  # new worker processes make their engines
+def _phase(ctx, workers, warm_up: bool) -> list[float]:
+    warm = _timed_round() if warm_up else None  # a new worker process makes its engines
     pids = {w.proc.pid for w in workers}
     cpu_before, machine_before = _process_cpu_s(pids), _machine_cpu()
-    timed = [_timed_round() for _ in range(ROUNDS_PER_SETUP)]
+    timed = [_timed_round() for _ in range(ROUNDS_PER_PHASE)]
     cpu_s, machine = _process_cpu_s(pids) - cpu_before, _machine_cpu()
     busy_pct = 100 * (machine[0] - machine_before[0]) / max(1e-9, machine[1] - machine_before[1])
-    ctx.log(f"fleet1000: {label}: warm-up {warm:.2f} s, rounds {[round(t, 2) for t in timed]} s;"
-            f" workers' CPU {cpu_s / ROUNDS_PER_SETUP:.1f} s per round; the machine's {os.cpu_count()} cores"
-            f" {busy_pct:.0f}% busy (every process on it, load average {os.getloadavg()[0]:.1f})")
+    ctx.log(f"fleet1000: {len(workers)} worker(s): {f'warm-up {warm:.2f} s, ' if warm else ''}"
+            f"rounds {[round(t, 2) for t in timed]} s; workers' CPU {cpu_s / ROUNDS_PER_PHASE:.1f} s per round;"
+            f" the machine's {os.cpu_count()} cores {busy_pct:.0f}% busy (every process on it, load average"
+            f" {os.getloadavg()[0]:.1f})")
     return timed
 
 
@@ -178,19 +182,23 @@ def run(ctx) -> dict[str, float]:
     assert len(targets) > settings.MONITOR_RETURN_CONNECTIONS_ABOVE
     ctx.log(f"fleet1000: {len(targets)} targets over {DATABASES_PER_SERVER} databases on each of {', '.join(SERVERS)};"
             f" chunks of {settings.MONITOR_CHUNK_SIZE}, {WORKER_CONCURRENCY} process per worker")
-    workers, watch = [], ConnectionWatch(ctx)
+    workers, watch, rounds = [], ConnectionWatch(ctx), {1: [], 2: []}
     try:
-        workers.append(MonitorWorker(ctx, "monitor1"))
-        one = _rounds(ctx, "1 worker", workers)
-        workers.append(MonitorWorker(ctx, "monitor2"))
-        two = _rounds(ctx, "2 workers", workers)
+        for phase, count in enumerate(PHASES):
+            started = len(workers) < count
+            while len(workers) < count:
+                workers.append(MonitorWorker(ctx, f"monitor{len(workers) + 1}-{phase}"))
+            while len(workers) > count:
+                workers.pop().stop()
+            rounds[count] += _phase(ctx, workers, warm_up=started)
     finally:
         watch.close()
         for worker in workers:
             worker.stop()
-    figures["sampler_round_s_1000_targets_1_worker"] = round(statistics.median(one), 3)
-    figures["sampler_round_s_1000_targets_2_workers"] = round(statistics.median(two), 3)
-    figures["sampler_scaling_1_to_2_workers"] = round(statistics.median(one) / statistics.median(two), 3)
+    one, two = statistics.median(rounds[1]), statistics.median(rounds[2])
+    figures["sampler_round_s_1000_targets_1_worker"] = round(one, 3)
+    figures["sampler_round_s_1000_targets_2_workers"] = round(two, 3)
+    figures["sampler_scaling_1_to_2_workers"] = round(one / two, 3)
     figures["console_connections_per_server_max"] = max(watch.max.values())
     figures["console_connections_per_server_cap"] = min(watch.cap.values())
     ctx.log(f"fleet1000: console connections at most {watch.max} per server (caps {watch.cap}; {watch.polls} polls)")
