@@ -29,7 +29,7 @@ from psycopg import sql
 
 from console import engines, jobs
 from console.models import Job, Target
-from tenants import migrator, runners, services
+from tenants import migrator, onboarding, runners
 from tenants.models import Tenant
 
 N_TENANTS = 200
@@ -39,8 +39,8 @@ ALEMBIC_INI = Path(settings.BASE_DIR) / "tenants" / "app_schema" / "alembic.ini"
 
 
 def _onboard(target: Target, prefix: str, count: int) -> float:
-    specs = [services.TenantSpec(f"{prefix}_{n:03d}", f"Bench {prefix} {n}") for n in range(count)]
-    tenants = services.create_tenants(specs, target)
+    specs = [onboarding.TenantSpec(f"{prefix}_{n:03d}", f"Bench {prefix} {n}") for n in range(count)]
+    tenants = onboarding.create_tenants(specs, target)
     job = Job.objects.create(kind=runners.ONBOARD, target=target, params={"tenant_ids": [t.pk for t in tenants]})
     started = time.perf_counter()
     jobs.execute(job.pk)

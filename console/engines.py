@@ -192,9 +192,10 @@ def _bytes_waiting(dbapi_conn) -> bool:
 def _create_engine(target, database: str | None = None, credential: str = "monitor") -> Engine:
     engine = sqlalchemy.create_engine(
         _url(target, database, credential),
-        # A server has room for few idle connections per extra database or for the change
-        # credential's jobs: keep one, grow while busy.
-        pool_size=1 if _one_connection_per_target or database or credential != "monitor" else target.pool_size,
+        # A server has room for few idle connections per extra database: keep one, grow while busy.
+        # The target's own database keeps its pool, for each login (jobs fan out over tenants on
+        # the change login: each thread keeps its connection for all its tenants).
+        pool_size=1 if _one_connection_per_target or database else target.pool_size,
         max_overflow=0 if _one_connection_per_target else target.max_overflow,
         pool_timeout=target.pool_timeout_s,
         pool_recycle=target.pool_recycle_s,

@@ -30,11 +30,13 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from console import audit
+from console.celery import app as celery_app
 from console.models import AuditEvent, Job, JobLogLine
 from console.secrets import redact
 
 log = logging.getLogger(__name__)
 
+RUN_JOB_TASK = "console.run_job"  # console/tasks.py; sent by name
 RUNNERS: dict[str, Callable[["JobContext"], dict | None]] = {}
 # What the console DB raises while it restarts or fails over; the same call works once it is back.
 TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
@@ -75,7 +77,10 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
-def create(kind: str, *, user=None, target=None, tenant=None, total=None, unit="steps", params=None) -> Job:
+def create(kind: str, *, user=None, target=None, tenant=None, total=None, unit="steps", params=None,
+           send: bool = True) -> Job:
+    """A new queued job, sent to the workers once the transaction commits (send=False: a
+    management command runs it here, or sends it itself with run_from_command)."""
     if kind not in RUNNERS:
         raise ValueError(f"no runner for job kind {kind!r}")
     job = Job.objects.create(
@@ -87,18 +92,18 @@ def create(kind: str, *, user=None, target=None, tenant=None, total=None, unit="
         progress_unit=unit,
         params=params or {},
     )
-    transaction.on_commit(lambda: enqueue(job.pk))
+    if send:
+        transaction.on_commit(lambda: enqueue(job.pk))
     return job
 
 
 def enqueue(job_id: int, eta: datetime | None = None) -> bool:
     """Send the job's id to the workers (held until `eta` if given). With the broker away the job
     stays queued, unsent, and the reaper sends it once the broker is back: nothing is lost, the
-    page says what happens."""
-    from console.tasks import run_job
-
+    page says what happens. Sent by task name (routed to the jobs queue), so this module never
+    imports console.tasks, which imports it."""
     try:
-        run_job.apply_async((job_id,), eta=eta)
+        celery_app.send_task(RUN_JOB_TASK, args=(job_id,), eta=eta)
     except kombu.exceptions.OperationalError as exc:
         log.warning("job %s: broker unreachable, left queued: %s", job_id, exc)
         Job.objects.filter(pk=job_id).update(enqueued_at=None)
@@ -520,10 +525,9 @@ def _job_ids_in_broker(delivered_since: datetime) -> set[int]:
     handed to a worker since `delivered_since` and not yet acknowledged (a message delivered
     earlier to a worker that never took its job belongs to a dead worker: Redis would only hand
     it out again after the visibility timeout)."""
-    from console.celery import app
 
-    queue = app.amqp.router.route({}, "console.run_job")["queue"].name
-    with app.connection_for_read() as conn:
+    queue = celery_app.amqp.router.route({}, RUN_JOB_TASK)["queue"].name
+    with celery_app.connection_for_read() as conn:
         conn.ensure_connection(max_retries=1)
         channel = conn.default_channel
         client = channel.client
@@ -537,7 +541,7 @@ def _job_ids_in_broker(delivered_since: datetime) -> set[int]:
 
 def _job_id_of(payload: dict) -> int | None:
     """The job id a Celery message for console.run_job carries (task protocol 2)."""
-    if (payload.get("headers") or {}).get("task") != "console.run_job":
+    if (payload.get("headers") or {}).get("task") != RUN_JOB_TASK:
         return None
     body = payload.get("body", "")
     if payload.get("properties", {}).get("body_encoding") == "base64":

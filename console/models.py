@@ -6,6 +6,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.urls import reverse
 from django.utils import timezone
 
 from console import secrets
@@ -133,7 +134,7 @@ class Target(models.Model):
         return self.name
 
     def get_absolute_url(self):
-        return f"/fleet/targets/{self.pk}/"
+        return reverse("target-detail", args=[self.pk])
 
     # Secrets ----------------------------------------------------------------------------------
 
@@ -276,7 +277,7 @@ class Job(models.Model):
         return f"{self.kind} #{self.pk}"
 
     def get_absolute_url(self):
-        return f"/jobs/{self.pk}/"
+        return reverse("job-detail", args=[self.pk])
 
     @property
     def is_finished(self) -> bool:
@@ -393,7 +394,7 @@ class Approval(models.Model):
         return f"{self.kind} {self.object_repr} ({self.decision})"
 
     def get_absolute_url(self):
-        return f"/approvals/{self.pk}/"
+        return reverse("approval-detail", args=[self.pk])
 
     def is_expired(self, now=None) -> bool:
         return (now or timezone.now()) >= self.expires_at

@@ -1,12 +1,10 @@
 """Fleet registry work: probing targets, one at a time or the whole fleet."""
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
-from django.db import connection
 
-from console import engines
+from console import engines, fanout
 from console.models import Target
 
 log = logging.getLogger(__name__)
@@ -20,18 +18,11 @@ def probe_target(target: Target) -> engines.Probe:
     return result
 
 
-def _probe_in_thread(target: Target) -> bool:
-    try:
-        return probe_target(target).ok
-    finally:
-        connection.close()
-
-
 def probe_fleet() -> dict:
     """Probe every target with bounded concurrency; one dead target costs its connect timeout."""
     targets = list(Target.objects.all())
-    with ThreadPoolExecutor(max_workers=settings.TARGET_PROBE_CONCURRENCY) as pool:
-        results = dict(zip((t.name for t in targets), pool.map(_probe_in_thread, targets)))
+    oks = fanout.run_bounded(targets, lambda target: probe_target(target).ok, settings.TARGET_PROBE_CONCURRENCY)
+    results = dict(zip((t.name for t in targets), oks))
     return {"up": sorted(n for n, ok in results.items() if ok), "down": sorted(n for n, ok in results.items() if not ok)}
 
 

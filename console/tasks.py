@@ -6,7 +6,7 @@ from console import jobs, selftest  # noqa: F401  (registers the self-test runne
 from console import services
 
 
-@shared_task(name="console.run_job", acks_late=True, reject_on_worker_lost=True)
+@shared_task(name=jobs.RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True)
 def run_job(job_id: int) -> str | None:
     return jobs.execute(job_id)
 

@@ -128,7 +128,7 @@ def alert_threshold_save(request, target_id):
     form = ThresholdForm(request.POST)
     if not form.is_valid():
         messages.error(request, "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
-        return redirect(f"/fleet/targets/{target.pk}/alerts/")
+        return redirect("target-alerts", target.pk)
     metric = form.cleaned_data["metric"]
     if form.cleaned_data["reset"]:
         AlertThreshold.objects.filter(target=target, metric=metric).delete()
@@ -137,4 +137,4 @@ def alert_threshold_save(request, target_id):
             "warning": form.cleaned_data["warning"], "critical": form.cleaned_data["critical"]})
     audit.record(request, "monitors.thresholds", target, detail=form.cleaned_data)
     messages.success(request, f"Thresholds for {alerts.LABELS[metric][0]} saved; they apply from the next sample.")
-    return redirect(f"/fleet/targets/{target.pk}/alerts/")
+    return redirect("target-alerts", target.pk)

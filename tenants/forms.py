@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from console.models import Target
 from console.validators import validate_display_name
 from tenants.models import Tenant, validate_tenant_slug
-from tenants.services import TenantSpec
+from tenants.onboarding import TenantSpec
 
 HEADER = ("slug", "name", "strategy")
 MAX_CELL_CHARS = 200  # Tenant.name's max_length; slugs and strategies are shorter still

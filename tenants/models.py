@@ -3,11 +3,17 @@ import re
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.urls import reverse
 from django.utils import timezone
 
 from console import approvals
 
 OFFBOARD_APPROVAL = "tenants.offboard"
+# Job kinds: the runners are in tenants/runners.py; services create the jobs by kind.
+ONBOARD = "tenants.onboard"
+MIGRATE = "tenants.migrate"
+HEALTH = "tenants.health"
+OFFBOARD = "tenants.offboard"
 SLUG_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 RESERVED_SLUGS = frozenset(
     {"public", "pg_catalog", "information_schema", "pg_toast", "postgres", "template0", "template1",
@@ -84,7 +90,7 @@ class Tenant(models.Model):
         return self.slug
 
     def get_absolute_url(self):
-        return f"/tenants/{self.pk}/"
+        return reverse("tenant-detail", args=[self.pk])
 
     # Where the tenant lives ---------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """Tenant job runners: onboarding, fan-out migration, health, offboarding. Thin: they walk the
-tenants, checkpoint, and call tenants.services for the work."""
+tenants, checkpoint, and call tenants.onboarding, .health and .offboarding for the work."""
 
 from __future__ import annotations
 
@@ -11,13 +11,10 @@ from django.utils import timezone
 from console import approvals, jobs
 from console.jobs import ClaimLost, JobCancelled, JobContext, runner
 from console.models import Target
-from tenants import migrator, services
-from tenants.models import OFFBOARD_APPROVAL, Tenant
+from tenants import health, migrator, offboarding, onboarding, services
+from console import fanout
+from tenants.models import HEALTH, MIGRATE, OFFBOARD, OFFBOARD_APPROVAL, ONBOARD, Tenant
 
-ONBOARD = "tenants.onboard"
-MIGRATE = "tenants.migrate"
-HEALTH = "tenants.health"
-OFFBOARD = "tenants.offboard"
 
 
 class TenantsFailed(Exception):
@@ -73,7 +70,7 @@ def run_onboard(ctx: JobContext) -> dict:
     for tenant in tenants:
         by_target.setdefault(tenant.target_id, []).append(tenant)
     for group in by_target.values():
-        services.run_bounded(group, onboard, services.parallelism_for(group[0].target))
+        fanout.run_bounded(group, onboard, services.parallelism_for(group[0].target))
     active = list(Tenant.objects.filter(pk__in=[t.pk for t in tenants], state=Tenant.State.ACTIVE).values_list("pk", flat=True))
     if active and ctx.params.get("measure_after"):
         # Their first health measurement, so their pages show size, version and drift at once.
@@ -94,7 +91,7 @@ def _onboard_one(ctx: JobContext, progress: _Progress, tenant: Tenant, pause_s: 
         try:
             ctx.raise_if_stopped()
             started = time.perf_counter()
-            message = services.STEP_FUNCTIONS[step](tenant)
+            message = onboarding.STEP_FUNCTIONS[step](tenant)
         except (ClaimLost, JobCancelled) as exc:
             if isinstance(exc, JobCancelled):
                 Tenant.objects.filter(pk=tenant.pk).update(
@@ -155,7 +152,7 @@ def run_migrate(ctx: JobContext) -> dict:
     def migrate(unit: dict) -> None:
         ctx.raise_if_stopped()
         try:
-            before, after, elapsed_ms, backend = services.migrate_location(target, unit["database"], unit["schema"])
+            before, after, elapsed_ms, backend = onboarding.migrate_location(target, unit["database"], unit["schema"])
         except Exception as exc:  # noqa: BLE001  (listed, the others go on)
             failures[unit["key"]] = services.error_text(Tenant(target=target), exc)
             ctx.log(f"{unit['key']}: failed: {failures[unit['key']]}", level="error")
@@ -166,7 +163,7 @@ def run_migrate(ctx: JobContext) -> dict:
         change = "already at head" if before == after else f"{before or 'empty'} -> {after}"
         ctx.log(f"{unit['key']}: {change} ({elapsed_ms:.0f} ms)")
 
-    services.run_bounded(todo, migrate, services.parallelism_for(target))
+    fanout.run_bounded(todo, migrate, services.parallelism_for(target))
     # Pooled connections carry one tenant after another: far fewer server processes than tenants.
     ctx.log(f"{len(todo) - len(failures)} migrated on {len(backends)} server connection(s)")
     if failures:
@@ -192,20 +189,20 @@ def run_health(ctx: JobContext) -> dict:
 
     def measure(tenant: Tenant) -> None:
         ctx.raise_if_stopped()
-        health = services.measure(tenant)
+        snapshot = health.measure(tenant)
         with lock:
             counted["measured"] += 1
-            counted["drifting"] += health.has_drift
-            counted["failed"] += not health.ok
+            counted["drifting"] += snapshot.has_drift
+            counted["failed"] += not snapshot.ok
             ctx.run_unit(lambda: None, counted["measured"])
-        if not health.ok:
-            ctx.log(f"{tenant.slug}: could not measure: {health.error}", level="warning")
+        if not snapshot.ok:
+            ctx.log(f"{tenant.slug}: could not measure: {snapshot.error}", level="warning")
 
     by_target: dict[int, list[Tenant]] = {}
     for tenant in tenants:
         by_target.setdefault(tenant.target_id, []).append(tenant)
     for group in by_target.values():
-        services.run_bounded(group, measure, services.parallelism_for(group[0].target))
+        fanout.run_bounded(group, measure, services.parallelism_for(group[0].target))
     return counted
 
 
@@ -222,7 +219,7 @@ def run_offboard(ctx: JobContext) -> dict:
 
     if not (tenant.dump_path and data.get("dumped")):
         ctx.log(f"{tenant.slug}: dumping {tenant.location}")
-        path = services.dump(tenant, ctx.params.get("dump_dir"))
+        path = offboarding.dump(tenant, ctx.params.get("dump_dir"))
         size = path.stat().st_size
         ctx.run_unit(lambda: Tenant.objects.filter(pk=tenant.pk).update(dump_path=str(path), dump_size_bytes=size),
                      1, {**data, "dumped": str(path)})
@@ -235,7 +232,7 @@ def run_offboard(ctx: JobContext) -> dict:
         data = dict(ctx.checkpoint_data)
 
     if not data.get("dropped"):
-        message = services.drop(tenant)
+        message = offboarding.drop(tenant)
         ctx.run_unit(lambda: None, 2, {**data, "dropped": True})
         data = dict(ctx.checkpoint_data)
         ctx.log(f"{tenant.slug}: {message}")
@@ -249,7 +246,7 @@ def run_offboard(ctx: JobContext) -> dict:
 def _use_approval(ctx: JobContext, tenant: Tenant, data: dict) -> None:
     """Right before the drop: the approval must be of exactly this tenant as it is now. Used once,
     with the checkpoint in its transaction; refused, the tenant is active again (the dump stays)."""
-    shown = services.offboarding_shown(tenant, ctx.params.get("dump_dir"))
+    shown = offboarding.offboarding_shown(tenant, ctx.params.get("dump_dir"))
     try:
         approvals.use(OFFBOARD_APPROVAL, tenant, shown, detail={"job": ctx.job.pk},
                       then=lambda approval: ctx.checkpoint(1, {**data, "approval_used": approval.pk}))

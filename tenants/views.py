@@ -14,7 +14,7 @@ from console import approvals, audit, jobs
 from console.models import Job
 from console.roles import APPROVER, OPERATOR, action
 from console.views.approvals import attempt, decide_from_post
-from tenants import migrator, runners, services
+from tenants import migrator, offboarding, onboarding, runners
 from tenants.forms import MigrateForm, OnboardForm, TenantFilterForm
 from tenants.models import OFFBOARD_APPROVAL, Tenant
 
@@ -98,8 +98,8 @@ def tenant_onboard(request):
         specs = form.cleaned_data["specs"]
         try:
             with transaction.atomic():
-                tenants = services.create_tenants(specs, form.cleaned_data["target"], request.user)
-                job = services.start_onboarding(tenants, user=request.user)
+                tenants = onboarding.create_tenants(specs, form.cleaned_data["target"], request.user)
+                job = onboarding.start_onboarding(tenants, user=request.user)
         except ValidationError as exc:
             for message in exc.messages:
                 form.add_error(None, message)
@@ -131,7 +131,7 @@ def tenant_retry(request, tenant_id):
     with transaction.atomic():
         claimed = Tenant.objects.filter(pk=tenant.pk, state=Tenant.State.FAILED).update(state=Tenant.State.PENDING)
         if claimed:
-            job = services.start_onboarding([tenant], user=request.user)
+            job = onboarding.start_onboarding([tenant], user=request.user)
     if not claimed:
         messages.error(request, "Only a tenant whose onboarding failed can be retried.")
         return redirect(tenant)
@@ -180,7 +180,7 @@ def tenant_offboard_request(request, tenant_id):
         messages.error(request, "Only an active tenant can be offboarded.")
         audit.record(request, "tenant.offboard_request", tenant, outcome="failed", detail={"state": tenant.state})
         return redirect(tenant)
-    if attempt(request, "Not requested", services.request_offboarding, tenant, request.user, http_request=request):
+    if attempt(request, "Not requested", offboarding.request_offboarding, tenant, request.user, http_request=request):
         messages.success(request, "Offboarding requested: an approver other than you must approve it.")
     return redirect(tenant)
 

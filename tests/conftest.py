@@ -209,7 +209,13 @@ def page(live_server):
     """A page of Debian's Chromium (never a downloaded browser) on the live console."""
     from playwright.sync_api import sync_playwright
 
+    from django.db import connections
+
     with sync_playwright() as playwright:
+        # Playwright runs an event loop in this thread, and Django keeps separate connections for
+        # that context: one opened by an earlier browser test may have died since (a test that
+        # restarts the console's PostgreSQL). Start this test on fresh ones.
+        connections.close_all()
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1300, "height": 900}, base_url=live_server.url)
         page.set_default_timeout(15_000)

@@ -4,7 +4,7 @@ import uuid
 
 from console import jobs
 from console.models import Job
-from tenants import runners, services
+from tenants import onboarding, runners
 from tenants.models import Tenant
 
 
@@ -14,7 +14,7 @@ def unique_slug(prefix: str) -> str:
 
 def onboard(target, *specs) -> list[Tenant]:
     """Create and onboard tenants (slug, name[, strategy]) in this process, as a worker would."""
-    tenants = services.create_tenants([services.TenantSpec(*spec) for spec in specs], target)
+    tenants = onboarding.create_tenants([onboarding.TenantSpec(*spec) for spec in specs], target)
     job = Job.objects.create(kind=runners.ONBOARD, params={"tenant_ids": [t.pk for t in tenants]})
     jobs.execute(job.pk)
     job = Job.objects.get(pk=job.pk)

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from console import approvals, engines, jobs
 from console.pg import tenancy
 from console.models import Approval, AuditEvent, Job
-from tenants import runners, services
+from tenants import health, offboarding, runners
 from tenants.models import OFFBOARD_APPROVAL, Tenant, TenantHealth
 from tests.tenant_helpers import onboard, unique_slug
 
@@ -211,7 +211,7 @@ def test_it_offboards_a_tenant_through_its_approval_on_the_worker(leaving, users
 def test_it_resumes_an_offboarding_whose_approval_was_used_without_asking_again(leaving, users, live_worker):
     with engines.connect(leaving.target, credential="change") as conn:  # the drop will refuse: not our schema
         tenancy.create_schema(conn, leaving.schema_name, "someone else's")
-    approval = services.request_offboarding(leaving, users["operator"])
+    approval = offboarding.request_offboarding(leaving, users["operator"])
     approvals.decide(approval, users["approver"], True, "", approval.digest)
     job = jobs.wait_for(Job.objects.get(kind=runners.OFFBOARD, tenant=leaving).pk, timeout_s=60)
     assert job.state == Job.State.FAILED and "marker" in job.error
@@ -241,8 +241,8 @@ def _renamed(tenant) -> None:
 
 
 def test_it_keeps_an_offboarding_request_through_new_row_counts(leaving, users):
-    services.measure(leaving)
-    approval = services.request_offboarding(leaving, users["operator"])
+    health.measure(leaving)
+    approval = offboarding.request_offboarding(leaving, users["operator"])
     _new_measurement(leaving, rows=5000, version=approval.shown["measured"]["version"])  # live traffic, same tenant
     approvals.decide(approval, users["approver"], True, "", approval.digest)
     assert Approval.objects.get(pk=approval.pk).decision == "approved"
@@ -250,7 +250,7 @@ def test_it_keeps_an_offboarding_request_through_new_row_counts(leaving, users):
 
 @pytest.mark.worker
 def test_it_does_not_drop_a_tenant_that_changed_after_the_approval(leaving, users, live_worker):
-    approval = services.request_offboarding(leaving, users["operator"])
+    approval = offboarding.request_offboarding(leaving, users["operator"])
     with transaction.atomic():  # approved, and the tenant changes before the job gets to the drop
         approvals.decide(approval, users["approver"], True, "", approval.digest)
         _renamed(leaving)
@@ -284,8 +284,8 @@ def test_it_voids_an_offboarding_request_when_the_tenant_changed_before_the_deci
 @pytest.mark.browser
 @pytest.mark.worker
 def test_it_offboards_a_tenant_approved_in_a_browser(page, leaving, users, live_worker, artifacts):
-    services.measure(leaving)  # what the approver sees includes the tenant's schema version
-    approval = services.request_offboarding(leaving, users["operator"])
+    health.measure(leaving)  # what the approver sees includes the tenant's schema version
+    approval = offboarding.request_offboarding(leaving, users["operator"])
     assert approval.shown["measured"] == {"version": "0003"}
     page.goto(f"/tenants/{leaving.pk}/")
     page.fill("#id_username", "approver")

@@ -84,8 +84,8 @@ class CleartextImpostor:
                 conn.sendall(b"N")
                 continue
             break
+        self.asked += 1  # before the request: the client may hang up as soon as it reads it
         conn.sendall(b"R" + struct.pack("!II", 8, 3))  # AuthenticationCleartextPassword
-        self.asked += 1
         kind = _recv(conn, 1)
         if kind == b"p":
             (length,) = struct.unpack("!I", _recv(conn, 4))

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from console import engines, jobs
 from console.models import Job
 from console.pg import tenancy
-from tenants import runners, services
+from tenants import onboarding, runners
 from tenants.forms import OnboardForm
 from tenants.models import Tenant, validate_tenant_slug
 from tests.tenant_helpers import onboard, unique_slug
@@ -134,7 +134,7 @@ def test_it_refuses_hostile_slugs_before_any_sql(slug, db, demo_targets):
     with pytest.raises(ValidationError):
         validate_tenant_slug(slug)
     with pytest.raises(ValidationError):
-        services.create_tenants([services.TenantSpec(slug, "Hostile")], demo_targets["demo-primary"])
+        onboarding.create_tenants([onboarding.TenantSpec(slug, "Hostile")], demo_targets["demo-primary"])
     form = OnboardForm({"target": demo_targets["demo-primary"].pk, "strategy": "schema", "slug": slug})
     assert form.is_valid() == (slug.strip() == "acme")  # the form trims surrounding blanks, nothing more
     assert not Tenant.objects.exists()

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from console import engines, jobs
 from console.models import Job
 from console.pg import tenancy
-from tenants import migrator, runners, services
+from tenants import migrator, onboarding, runners
 from tenants.models import Tenant
 
 
@@ -20,7 +20,7 @@ def _old_tenant(target, slug, revision="0002") -> Tenant:
                                    onboarding_step="activate", schema_version=revision)
     with engines.connect(target, credential="change") as conn:
         tenancy.create_schema(conn, tenant.schema_name, tenancy.marker(slug))
-    services.migrate_location(target, None, tenant.schema_name, slug, revision=revision)
+    onboarding.migrate_location(target, None, tenant.schema_name, slug, revision=revision)
     return tenant
 
 
@@ -61,7 +61,7 @@ def test_it_brings_every_tenant_of_a_target_to_head_in_one_job_and_lists_failure
     with engines.connect(primary, credential="change") as conn:
         conn.execute(text(f'DROP SCHEMA "{broken.schema_name}" CASCADE'))
         tenancy.create_schema(conn, broken.schema_name, tenancy.marker(broken.slug))
-    services.migrate_location(primary, None, broken.schema_name, broken.slug, revision="0002")
+    onboarding.migrate_location(primary, None, broken.schema_name, broken.slug, revision="0002")
     assert jobs.retry(job)
     jobs.execute(job.pk)  # here, unless a worker of the suite already took it
     job = jobs.wait_for(job.pk, timeout_s=60)

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from console import engines
 from console.pg import tenancy
-from tenants import migrator, services
+from tenants import migrator, onboarding
 
 REVISIONS = {
     "s1_items": '''
@@ -102,13 +102,13 @@ def test_it_commits_each_revision_and_runs_concurrent_work_outside_transactions(
     tenant_key = "acme" if kind == "shared" else None
     # s4 cannot validate while a row is NULL: s1..s3 stay done and recorded, s4 fails alone.
     with pytest.raises(sqlalchemy.exc.IntegrityError, match="ck_items_owner_id_not_null"):
-        services.migrate_location(primary, database, schema, tenant_key)
+        onboarding.migrate_location(primary, database, schema, tenant_key)
     with engines.connect(primary, credential="change", database=database, rollback=True) as conn:
         assert migrator.current_version(conn, schema) == "s3"
     assert _index_valid(primary, database, schema) is True  # built CONCURRENTLY, outside any transaction
     with engines.connect(primary, credential="change", database=database) as conn:
         conn.execute(text(f'UPDATE "{schema}".items SET owner_id = 20 WHERE owner_id IS NULL'))
-    before, after, _ms, _pid = services.migrate_location(primary, database, schema, tenant_key)
+    before, after, _ms, _pid = onboarding.migrate_location(primary, database, schema, tenant_key)
     assert (before, after) == ("s3", "s4")
     with engines.connect(primary, credential="change", database=database, rollback=True) as conn:
         assert conn.execute(text("SELECT convalidated FROM pg_constraint WHERE conname = 'ck_items_owner_id_not_null'"
@@ -138,7 +138,7 @@ def test_it_renders_the_pending_sql_offline_exactly_as_it_runs(db, demo_targets,
     try:
         with engines.connect(primary, credential="change") as conn:
             conn.execute(text(f'UPDATE "{schema}".items SET owner_id = 20 WHERE owner_id IS NULL'))
-        services.migrate_location(primary, None, schema)
+        onboarding.migrate_location(primary, None, schema)
     finally:
         sqlalchemy.event.remove(engine, "before_cursor_execute", listener)
     assert _statements(preview) == [s for s in map(_normal, ran) if s in _statements(preview)]

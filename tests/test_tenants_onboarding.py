@@ -10,7 +10,8 @@ from sqlalchemy import text
 from console import engines, jobs
 from console.models import Job
 from console.pg import tenancy
-from tenants import migrator, runners, services
+from tenants import health, migrator, onboarding, runners
+from console import fanout
 from tenants.models import Tenant
 from tests.tenant_helpers import unique_slug
 
@@ -23,7 +24,7 @@ def _run_here(kind: str, params: dict, **fields) -> Job:
 
 
 def _onboard_here(target, *specs) -> tuple[Job, list[Tenant]]:
-    tenants = services.create_tenants([services.TenantSpec(*spec) for spec in specs], target)
+    tenants = onboarding.create_tenants([onboarding.TenantSpec(*spec) for spec in specs], target)
     job = _run_here(runners.ONBOARD, {"tenant_ids": [t.pk for t in tenants]}, target=target)
     return job, [Tenant.objects.get(pk=t.pk) for t in tenants]
 
@@ -71,8 +72,8 @@ def test_it_onboards_a_database_tenant_with_its_version_table_in_its_database(tr
     assert job.state == Job.State.SUCCEEDED, job.error
     assert tenant.database_name == f"tenant_{tenant.slug}" and tenant.schema_name == "public"
     assert _fingerprint(tenant) == EXPECTED
-    health = services.measure(tenant)  # its tables live in its database's default schema
-    assert health.ok and health.drift == [] and health.version == migrator.head()
+    snapshot = health.measure(tenant)  # its tables live in its database's default schema
+    assert snapshot.ok and snapshot.drift == [] and snapshot.version == migrator.head()
 
 
 def test_it_onboards_shared_tenants_under_forced_row_level_security(transactional_db, demo_targets):
@@ -99,7 +100,7 @@ def test_it_runs_every_step_again_without_doing_anything_twice(transactional_db,
     _job, [shared] = _onboard_here(demo_targets["demo-primary"], (unique_slug("again"), "Again shared", "shared"))
     for onboarded in (tenant, shared):
         before = _fingerprint(onboarded)
-        messages = {step: services.STEP_FUNCTIONS[step](onboarded) for step in Tenant.STEPS}
+        messages = {step: onboarding.STEP_FUNCTIONS[step](onboarded) for step in Tenant.STEPS}
         assert _fingerprint(onboarded) == before
         assert "already" in messages["migrate"] and "already there" in messages["seed"]
     assert "already there" in messages["provision"]  # the shared one: its tenant row
@@ -138,7 +139,7 @@ def test_it_fails_with_the_step_and_the_error_and_retries_from_there(transaction
 @pytest.mark.worker
 def test_it_continues_after_the_worker_is_killed_and_ends_in_the_same_state(transactional_db, demo_targets, live_worker):
     primary = demo_targets["demo-primary"]
-    tenants = services.create_tenants([services.TenantSpec(unique_slug("kill"), "Killed") for _ in range(3)], primary)
+    tenants = onboarding.create_tenants([onboarding.TenantSpec(unique_slug("kill"), "Killed") for _ in range(3)], primary)
     job = jobs.create(runners.ONBOARD, target=primary, params={"tenant_ids": [t.pk for t in tenants], "pause_s": 0.4})
     deadline = time.monotonic() + 60
     while Job.objects.get(pk=job.pk).progress_done < 4:
@@ -195,5 +196,5 @@ def test_it_runs_tenants_with_bounded_parallelism():
             running[0] -= 1
         return item
 
-    assert sorted(services.run_bounded(list(range(12)), work, parallelism=3)) == list(range(12))
+    assert sorted(fanout.run_bounded(list(range(12)), work, parallelism=3)) == list(range(12))
     assert peak[0] == 3

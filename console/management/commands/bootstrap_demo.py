@@ -73,18 +73,18 @@ class Command(BaseCommand):
 
     def _onboard_demo_tenants(self):
         """A few tenants of each strategy on demo-primary, onboarded by the worker once it runs."""
-        from tenants import services
+        from tenants import onboarding
         from tenants.models import Tenant
 
         if Tenant.objects.exists():
             return
         specs = [
-            services.TenantSpec("acme", "Acme Inc"),
-            services.TenantSpec("globex", "Globex Corporation"),
-            services.TenantSpec("initech", "Initech", Tenant.Strategy.DATABASE),
-            services.TenantSpec("umbrella", "Umbrella Corp", Tenant.Strategy.SHARED),
-            services.TenantSpec("hooli", "Hooli", Tenant.Strategy.SHARED),
+            onboarding.TenantSpec("acme", "Acme Inc"),
+            onboarding.TenantSpec("globex", "Globex Corporation"),
+            onboarding.TenantSpec("initech", "Initech", Tenant.Strategy.DATABASE),
+            onboarding.TenantSpec("umbrella", "Umbrella Corp", Tenant.Strategy.SHARED),
+            onboarding.TenantSpec("hooli", "Hooli", Tenant.Strategy.SHARED),
         ]
-        tenants = services.create_tenants(specs, Target.objects.get(name="demo-primary"))
-        job = services.start_onboarding(tenants)
+        tenants = onboarding.create_tenants(specs, Target.objects.get(name="demo-primary"))
+        job = onboarding.start_onboarding(tenants)
         self.stdout.write(f"  demo tenants: {', '.join(t.slug for t in tenants)} (onboarding job #{job.pk})")

@@ -4,7 +4,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from console import jobs
 from console.models import Job
-from tenants import migrator, runners
+from tenants import migrator
+from tenants.models import MIGRATE
 from tenants.management.jobcommand import add_job_arguments, target_and_parallelism
 
 
@@ -16,7 +17,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         target = target_and_parallelism(opts)
-        job = Job.objects.create(kind=runners.MIGRATE, target=target, params={"target_id": target.pk})
+        job = jobs.create(MIGRATE, target=target, params={"target_id": target.pk}, send=False)
         self.stdout.write(f"job #{job.pk}: every active tenant on {target.name} to {migrator.head()}")
         job = jobs.run_from_command(job.pk, run_here=opts["run_here"], wait=opts["wait"])
         if job is None:

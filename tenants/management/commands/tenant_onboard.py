@@ -6,7 +6,7 @@ from django.db import transaction
 
 from console import jobs
 from console.models import Job
-from tenants import runners, services
+from tenants import onboarding
 from tenants.management.jobcommand import add_job_arguments, target_and_parallelism
 from tenants.forms import parse_lines
 from tenants.models import Tenant
@@ -26,7 +26,7 @@ class Command(BaseCommand):
         target = target_and_parallelism(opts)
         specs = []
         if opts["slug"]:
-            specs.append(services.TenantSpec(opts["slug"], opts["name"] or opts["slug"], opts["strategy"]))
+            specs.append(onboarding.TenantSpec(opts["slug"], opts["name"] or opts["slug"], opts["strategy"]))
         if opts["csv"]:
             with open(opts["csv"], encoding="utf-8-sig") as file:
                 try:
@@ -37,10 +37,8 @@ class Command(BaseCommand):
             raise CommandError("give --slug, or --csv FILE")
         try:
             with transaction.atomic():
-                tenants = services.create_tenants(specs, target)
-                job = Job.objects.create(kind=runners.ONBOARD, target=target, tenant=tenants[0] if len(tenants) == 1 else None,
-                                         progress_total=len(tenants) * len(Tenant.STEPS),
-                                         params={"tenant_ids": [t.pk for t in tenants]})
+                tenants = onboarding.create_tenants(specs, target)
+                job = onboarding.start_onboarding(tenants, send=False)
         except ValidationError as exc:
             raise CommandError("\n".join(exc.messages)) from None
         self.stdout.write(f"job #{job.pk}: onboarding {len(tenants)} tenant(s) onto {target.name}")
