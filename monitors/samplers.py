@@ -76,6 +76,42 @@ def _each_target(sampler: str, sample, targets, marks_down: bool = True, return_
     return {"ok": sum(1 for r in results if r), "failed": sum(1 for r in results if not r)}
 
 
+def _record_failure(sampler: str, target: Target, exc: Exception, marks_down: bool) -> None:
+    message = _error_text(target, exc)
+    if isinstance(exc, SAMPLED_ERRORS):
+        log.warning("%s sampler failed on %s: %s", sampler, target.name, message)
+    else:
+        log.error("%s sampler crashed on %s: %s", sampler, target.name, message, exc_info=exc)
+    try:
+        SamplerHealth.record_failure(target.pk, sampler, message)
+        if marks_down and _target_unreachable(exc):
+            target.mark_down(message)
+            TargetState.objects.update_or_create(target=target, defaults={"sample_error": message})
+            series.record(target, {"up": 0.0})
+    except Exception:
+        log.exception("could not record the failure of the %s sampler on %s", sampler, target.name)
+
+
+def _target_unreachable(exc: Exception) -> bool:
+    """The target did not answer (connect, pool, timeout, lost connection), as opposed to one
+    query of a sampler failing (a missing view, a privilege, the console's own database)."""
+    if not isinstance(exc, SAMPLED_ERRORS):
+        return False
+    original = getattr(exc, "orig", None) or exc
+    return not isinstance(original, psycopg.Error) or isinstance(original, psycopg.OperationalError)
+
+
+def _error_text(target, exc) -> str:
+    if isinstance(exc, engines.TargetError):
+        return str(exc)
+    original = getattr(exc, "orig", None) or exc
+    if isinstance(original.__cause__, psycopg.Error):  # Django's wrapper of a console DB error
+        original = original.__cause__
+    lines = str(original).strip().splitlines()
+    text = f"{type(original).__name__}: {lines[0]}" if lines else type(original).__name__
+    return f"{target.name}: {redact(text, *target.known_passwords())}"
+
+
 # Rounds in chunks, shared by the monitor workers ---------------------------------------------------
 
 
@@ -122,42 +158,6 @@ def forget_rounds(now=None) -> int:
     before = (now or timezone.now()) - timedelta(hours=1)
     deleted, _ = SamplingRound.objects.filter(started_at__lt=before).delete()
     return deleted
-
-
-def _record_failure(sampler: str, target: Target, exc: Exception, marks_down: bool) -> None:
-    message = _error_text(target, exc)
-    if isinstance(exc, SAMPLED_ERRORS):
-        log.warning("%s sampler failed on %s: %s", sampler, target.name, message)
-    else:
-        log.error("%s sampler crashed on %s: %s", sampler, target.name, message, exc_info=exc)
-    try:
-        SamplerHealth.record_failure(target.pk, sampler, message)
-        if marks_down and _target_unreachable(exc):
-            target.mark_down(message)
-            TargetState.objects.update_or_create(target=target, defaults={"sample_error": message})
-            series.record(target, {"up": 0.0})
-    except Exception:
-        log.exception("could not record the failure of the %s sampler on %s", sampler, target.name)
-
-
-def _target_unreachable(exc: Exception) -> bool:
-    """The target did not answer (connect, pool, timeout, lost connection), as opposed to one
-    query of a sampler failing (a missing view, a privilege, the console's own database)."""
-    if not isinstance(exc, SAMPLED_ERRORS):
-        return False
-    original = getattr(exc, "orig", None) or exc
-    return not isinstance(original, psycopg.Error) or isinstance(original, psycopg.OperationalError)
-
-
-def _error_text(target, exc) -> str:
-    if isinstance(exc, engines.TargetError):
-        return str(exc)
-    original = getattr(exc, "orig", None) or exc
-    if isinstance(original.__cause__, psycopg.Error):  # Django's wrapper of a console DB error
-        original = original.__cause__
-    lines = str(original).strip().splitlines()
-    text = f"{type(original).__name__}: {lines[0]}" if lines else type(original).__name__
-    return f"{target.name}: {redact(text, *target.known_passwords())}"
 
 
 # Activity, connections, replication, PgBouncer pools: every MONITOR_FAST_INTERVAL_S ---------------
