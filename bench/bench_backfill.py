@@ -1,0 +1,220 @@
+"""Backfills and lock-safe NOT NULL on a 2,000,000-row table of the bench's own primary.
+
+- The console's backfill (a `migrations.backfill` job run by a real Celery worker subprocess on
+  the jobs queue, with the default settings: keyset batches steered towards
+  BACKFILL_BATCH_TARGET_MS, health checks before every batch, throttled when they say so, the
+  wait counted) against a single-statement UPDATE of the same column on an identical table, both
+  with the same concurrent writer running.
+- The writer: one thread of the benchmark, one psycopg connection, autocommit, `UPDATE ... SET
+  hits = hits + 1 WHERE id = <random>` back to back (a pgbench-like client); its p99 with no
+  backfill, during the backfill and during the single UPDATE. The backfill runs in the worker, not
+  in this process, so the writer never waits for the runner's Python (the GIL) as no application
+  would.
+- How long SET NOT NULL holds ACCESS EXCLUSIVE: the ALTER and its COMMIT timed on a connection
+  with nobody else on the table (so the lock is granted at once and held until the commit),
+  without any CHECK (the naive way: it scans the table) and with the validated CHECK (c IS NOT
+  NULL) console/pg/ddl.py puts first; the statement text is ddl.render's. Rounds interleaved,
+  medians taken.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import psycopg
+from django.conf import settings
+from psycopg import sql
+
+from console import engines, jobs
+from console.models import Job, Target
+from console.pg import ddl
+from console.pg.ddl import Op
+from migrations_ui import services
+
+N_ROWS = 2_000_000
+IDLE_WRITER_S = 4.0
+NOT_NULL_ROUNDS = 3
+SINGLE, BATCHED = "bench_bf_single", "bench_bf_batched"
+
+
+
+def _make_table(ctx, name: str) -> None:
+    ident = sql.Identifier("public", name)
+    with psycopg.connect(ctx.conninfo("primary", "demo"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident))
+        conn.execute(sql.SQL("CREATE TABLE {} (id bigint PRIMARY KEY, payload int NOT NULL, flag int,"
+                             " hits int NOT NULL DEFAULT 0)").format(ident))
+        conn.execute(sql.SQL("INSERT INTO {} (id, payload) SELECT g, g %% 1000 FROM generate_series(1, %s) g")
+                     .format(ident), (N_ROWS,))
+        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(ident))
+
+
+class Writer:
+    """A client updating random rows of one table, back to back, timing each statement."""
+
+    def __init__(self, ctx, table: str):
+        self.conninfo, self.table = ctx.conninfo("primary", "demo"), table
+        self.latencies_ms: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"writer-{table}", daemon=True)
+
+    def _loop(self) -> None:
+        statement = sql.SQL("UPDATE {} SET hits = hits + 1 WHERE id = %s").format(sql.Identifier(self.table))
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            while not self._stop.is_set():
+                row_id = random.randint(1, N_ROWS)
+                started = time.perf_counter()
+                conn.execute(statement, (row_id,), prepare=True)
+                self.latencies_ms.append((time.perf_counter() - started) * 1000)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def p99_ms(self) -> float:
+        return statistics.quantiles(self.latencies_ms, n=100)[98]
+
+    def describe(self) -> str:
+        cuts = statistics.quantiles(self.latencies_ms, n=1000)
+        slow = sum(1 for ms in self.latencies_ms if ms > 50)
+        return (f"{len(self.latencies_ms)} statements, ms p50 {cuts[499]:.2f} p90 {cuts[899]:.2f} p99 {cuts[989]:.2f} "
+                f"p99.9 {cuts[998]:.1f} max {max(self.latencies_ms):.0f}, {slow} over 50 ms")
+
+
+def _single_update_s(ctx) -> float:
+    with psycopg.connect(ctx.conninfo("primary", "demo"), autocommit=True) as conn:
+        started = time.perf_counter()
+        conn.execute(sql.SQL("UPDATE {} SET flag = payload + 1").format(sql.Identifier(SINGLE)))
+        return time.perf_counter() - started
+
+
+class JobWorker:
+    """A real Celery worker on the jobs queue (one slot), as a subprocess of the benchmark."""
+
+    def __init__(self, ctx):
+        self.logfile = ctx.root / "bench-backfill-worker.log"
+        with open(self.logfile, "w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "console", "worker", "-P", "prefork", "-c", "1",
+                 "--without-gossip", "--without-mingle", "--without-heartbeat", "-Q", settings.JOBS_QUEUE,
+                 "-n", "bench-backfill@%h", "-l", "INFO"],
+                cwd=settings.BASE_DIR, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 60
+        while "ready." not in self.logfile.read_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"job worker did not start:\n{self.logfile.read_text()[-2000:]}")
+            time.sleep(0.2)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+
+
+def _backfill_s(ctx, target: Target) -> tuple[float, Job]:
+    """Wall time from the job's first claim to its end, throttled waits included."""
+    backfill = services.create_backfill(target=target, table=BATCHED, set_column="flag", set_expression="payload + 1")
+    job = jobs.wait_for(backfill.job_id, timeout_s=600)
+    assert job.state == Job.State.SUCCEEDED, (job.state, job.error)
+    return (job.finished_at - job.started_at).total_seconds(), job
+
+
+def _lock_held_ms(conn, statement: str) -> float:
+    """ALTER and COMMIT of one transaction: nobody else is on the table, so the lock is granted at
+    once and held until the commit returns."""
+    conn.execute("BEGIN")
+    started = time.perf_counter()
+    conn.execute(statement)
+    conn.execute("COMMIT")
+    return (time.perf_counter() - started) * 1000
+
+
+def _set_not_null_ms(ctx, target: Target) -> tuple[float, float]:
+    set_not_null = Op("set_not_null", "public", BATCHED, column="flag")
+    statement = ddl.render(set_not_null).rstrip(";")
+    drop = sql.SQL("ALTER TABLE {} ALTER COLUMN flag DROP NOT NULL").format(sql.Identifier(BATCHED))
+    check = Op("add_not_null_check_not_valid", "public", BATCHED, column="flag", constraint="bench_flag_not_null")
+    validate = Op("validate_constraint", "public", BATCHED, constraint="bench_flag_not_null")
+    drop_check = Op("drop_constraint", "public", BATCHED, constraint="bench_flag_not_null")
+    naive, checked = [], []
+    with psycopg.connect(ctx.conninfo("primary", "demo"), autocommit=True) as conn:
+        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(BATCHED)))
+        for _ in range(NOT_NULL_ROUNDS):
+            naive.append(_lock_held_ms(conn, statement))
+            conn.execute(drop)
+            for op in (check, validate):
+                ddl.apply(target, op)
+            checked.append(_lock_held_ms(conn, statement))
+            conn.execute(drop)
+            ddl.apply(target, drop_check)
+    ctx.log(f"SET NOT NULL lock held, ms: naive {[round(v, 1) for v in naive]}, "
+            f"with the validated CHECK {[round(v, 2) for v in checked]}")
+    return statistics.median(naive), statistics.median(checked)
+
+
+def run(ctx) -> dict[str, float]:
+    target = Target.objects.create(
+        name="bench-backfill", role=Target.Role.PRIMARY, host=ctx.host, port=ctx.port("primary"), dbname="demo",
+        username=ctx.monitor_user, password_env=ctx.monitor_password_env,
+        change_username=ctx.superuser, change_password_env=ctx.password_env,
+    )
+    try:
+        started = time.perf_counter()
+        for name in (SINGLE, BATCHED):
+            _make_table(ctx, name)
+        ctx.log(f"two tables of {N_ROWS} rows in {time.perf_counter() - started:.1f} s")
+
+        with JobWorker(ctx):  # idle, but there in every phase
+            with Writer(ctx, BATCHED) as idle:
+                time.sleep(IDLE_WRITER_S)
+            with Writer(ctx, SINGLE) as beside_single:
+                single_s = _single_update_s(ctx)
+            with Writer(ctx, BATCHED) as beside_backfill:
+                backfill_s, job = _backfill_s(ctx, target)
+        ctx.log(f"single UPDATE {single_s:.1f} s; backfill {backfill_s:.1f} s, {job.attempts} attempt(s), "
+                f"{job.backfill.batches} batches, last batch {job.backfill.batch_size} keys in "
+                f"{job.backfill.last_batch_ms:.0f} ms, throttled {job.backfill.throttles} time(s)"
+                f"{': ' + job.backfill.throttle_reason if job.backfill.throttles else ''}")
+        for label, writer in (("idle", idle), ("beside the single UPDATE", beside_single),
+                              ("beside the backfill", beside_backfill)):
+            ctx.log(f"writer {label}: {writer.describe()}")
+        naive_ms, checked_ms = _set_not_null_ms(ctx, target)
+        with psycopg.connect(ctx.conninfo("primary", "demo"), autocommit=True) as conn:
+            wrong = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE flag IS DISTINCT FROM payload + 1")
+                                 .format(sql.Identifier(BATCHED))).fetchone()[0]
+        assert wrong == 0, f"{wrong} rows not backfilled as asked"
+        single_rows_per_s = N_ROWS / single_s
+        backfill_rows_per_s = N_ROWS / backfill_s
+        return {
+            "backfill_rows_per_s": backfill_rows_per_s,
+            "single_update_rows_per_s": single_rows_per_s,
+            "backfill_vs_single_update_ratio": backfill_rows_per_s / single_rows_per_s,
+            "idle_writer_p99_ms": idle.p99_ms(),
+            "backfill_writer_p99_ms": beside_backfill.p99_ms(),
+            "single_update_writer_p99_ms": beside_single.p99_ms(),
+            "single_update_writer_max_ms": max(beside_single.latencies_ms),
+            "backfill_writer_max_ms": max(beside_backfill.latencies_ms),
+            "set_not_null_lock_ms": checked_ms,
+            "naive_set_not_null_lock_ms": naive_ms,
+        }
+    finally:
+        with psycopg.connect(ctx.conninfo("primary", "demo"), autocommit=True) as conn:
+            for name in (SINGLE, BATCHED):
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+        engines.forget(target.pk)
