@@ -25,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.pool import NullPool
 
-from console.secrets import SecretUnavailable, redact
+from console.secrets import SecretUnavailable, driver_message, redact
 
 
 class TargetError(Exception):
@@ -287,8 +287,7 @@ def _explain(target, exc: Exception) -> TargetError:
         )
     if isinstance(exc, SecretUnavailable):
         return TargetUnavailable(f"{target.name}: {exc}")
-    original = getattr(exc, "orig", None) or exc
-    message = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
+    message = driver_message(exc)
     if "authentication method requirement" in message:
         message += (
             f" (the console accepts only {settings.TARGET_REQUIRE_AUTH}, TARGET_REQUIRE_AUTH: give this "

@@ -50,3 +50,18 @@ def check_env_name_allowed(name: str) -> None:
             f"The environment variable {name} is not one the console reads passwords from: "
             f"their names start with {prefix} (TARGET_PASSWORD_ENV_PREFIX)."
         )
+
+
+def driver_message(exc: BaseException, *passwords: str | None, with_type: bool = False) -> str:
+    """The first line of what the driver (or PostgreSQL) said, never with a password in it: the
+    one way the console turns a database error into words for a page, a job or a log line.
+    Looks through SQLAlchemy's wrapper (`.orig`) and Django's (`__cause__`) to the driver's error."""
+    original = getattr(exc, "orig", None) or exc
+    cause = getattr(original, "__cause__", None)
+    if cause is not None and type(cause).__module__.startswith("psycopg"):
+        original = cause
+    lines = str(original).strip().splitlines()
+    text = lines[0] if lines else type(original).__name__
+    if with_type and lines:
+        text = f"{type(original).__name__}: {text}"
+    return redact(text, *passwords)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from django.conf import settings
 
 from console.models import Target
-from console.secrets import redact
+from console.secrets import driver_message
 from tenants.models import Tenant
 
 
@@ -17,11 +17,7 @@ class StepError(Exception):
 
 def error_text(tenant: Tenant, exc: Exception) -> str:
     """What went wrong, one line, never with a password in it."""
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    orig = getattr(exc, "orig", None)
-    if orig is not None and str(orig).strip():
-        message = str(orig).strip().splitlines()[0]
-    return redact(message, *tenant.target.known_passwords())[:1000]
+    return driver_message(exc, *tenant.target.known_passwords())[:1000]
 
 
 def parallelism_for(target: Target) -> int:

@@ -9,6 +9,7 @@ from django.views.decorators.cache import never_cache
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from console import metrics
+from console.secrets import driver_message
 
 
 @login_not_required
@@ -22,7 +23,7 @@ def _check_console_db() -> str | None:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     except Exception as exc:
-        return f"console database unreachable: {exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        return f"console database unreachable: {driver_message(exc, with_type=True)}"
     return None
 
 
