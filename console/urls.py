@@ -1,24 +1,9 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path, register_converter
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 from console.views import approvals, audit, fleet, health, jobs
-from monitors import views as monitor_views
-
-class SignedIntConverter:
-    """pg_stat_statements query ids are signed 64-bit integers."""
-
-    regex = r"-?[0-9]{1,20}"
-
-    def to_python(self, value):
-        return int(value)
-
-    def to_url(self, value):
-        return str(value)
-
-
-register_converter(SignedIntConverter, "sint")
 
 # 400, 403 and 404 are Django's own views rendering our templates; the 500 page shows the request id.
 handler500 = "console.views.errors.server_error"
@@ -39,11 +24,6 @@ urlpatterns = [
     path("fleet/targets/<int:target_id>/edit/", fleet.target_edit, name="target-edit"),
     path("fleet/targets/<int:target_id>/delete/", fleet.target_delete, name="target-delete"),
     path("fleet/targets/<int:target_id>/test/", fleet.target_test, name="target-test"),
-    path("fleet/targets/<int:target_id>/explain/", monitor_views.explain, name="target-explain"),
-    path("fleet/targets/<int:target_id>/sessions/<int:pid>/<str:verb>/", monitor_views.session_action, name="target-session"),
-    path("fleet/targets/<int:target_id>/queries/<sint:queryid>/", monitor_views.query_history, name="query-history"),
-    path("fleet/targets/<int:target_id>/alerts/", monitor_views.alert_thresholds, name="target-alerts"),
-    path("fleet/targets/<int:target_id>/alerts/save/", monitor_views.alert_threshold_save, name="target-alerts-save"),
     path("jobs/", jobs.job_list, name="jobs"),
     path("jobs/selftest/", jobs.selftest_start, name="job-selftest"),
     path("jobs/<int:job_id>/", jobs.job_detail, name="job-detail"),
@@ -58,5 +38,5 @@ urlpatterns = [
     path("approvals/<int:approval_id>/withdraw/", approvals.approval_withdraw, name="approval-withdraw"),
     path("tenants/", include("tenants.urls")),
     path("migrations/", include("migrations_ui.urls")),
-    path("drills/", include("monitors.urls")),
+    path("", include("monitors.urls")),  # the monitor actions on target pages, drills
 ]

@@ -7,9 +7,11 @@ class MonitorsConfig(AppConfig):
     def ready(self):
         from django.conf import settings
 
-        from console import engines
+        from console import engines, metrics
+        from monitors import metrics as monitor_metrics
         from monitors import pools, slow
 
         engines.slow_statement_sink = slow.record
+        metrics.register_families(monitor_metrics.families)
         if settings.POOL_PUBLISHER_ENABLED:
             engines.pool_publisher = pools.publish_forever

@@ -1,5 +1,27 @@
-from django.urls import path
+from django.urls import path, register_converter
 
 from monitors import views
 
-urlpatterns = [path("", views.drill_list, name="drills")]
+
+class SignedIntConverter:
+    """pg_stat_statements query ids are signed 64-bit integers."""
+
+    regex = r"-?[0-9]{1,20}"
+
+    def to_python(self, value):
+        return int(value)
+
+    def to_url(self, value):
+        return str(value)
+
+
+register_converter(SignedIntConverter, "sint")
+
+urlpatterns = [
+    path("fleet/targets/<int:target_id>/explain/", views.explain, name="target-explain"),
+    path("fleet/targets/<int:target_id>/sessions/<int:pid>/<str:verb>/", views.session_action, name="target-session"),
+    path("fleet/targets/<int:target_id>/queries/<sint:queryid>/", views.query_history, name="query-history"),
+    path("fleet/targets/<int:target_id>/alerts/", views.alert_thresholds, name="target-alerts"),
+    path("fleet/targets/<int:target_id>/alerts/save/", views.alert_threshold_save, name="target-alerts-save"),
+    path("drills/", views.drill_list, name="drills"),
+]
