@@ -84,6 +84,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "console.context_processors.console",
+                "monitors.context_processors.alerts",
             ],
             "builtins": ["template_partials.templatetags.partials", "console.templatetags.console_tags"],
         },
