@@ -19,7 +19,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from console import engines, jobs
-from console.jobs import JobContext
+from console.jobs import ClaimLost, JobContext
 from console.models import Job, Target
 from console.pg import backfill as pg
 from console.pg import lock_retry
@@ -98,26 +98,41 @@ class _Run:
         self.target, self.spec = backfill.target, backfill.spec()
         self.database = backfill.database or None
 
-    def _target_transaction(self):
-        return engines.connect(self.target, credential="change", database=self.database,
-                               statement_timeout_ms=settings.BACKFILL_STATEMENT_TIMEOUT_MS)
+    def _on_target(self, work, what: str):
+        """`work(conn)` in one transaction of the change login, under the lock timeout and retried."""
+        return lock_retry.run(self.target, work, what=what, schema=self.spec.schema, table=self.spec.table,
+                              database=self.database, statement_timeout_ms=settings.BACKFILL_STATEMENT_TIMEOUT_MS,
+                              log=self.ctx.log)
 
     def start(self) -> tuple[int | None, int]:
-        """(last key done, rows done), the target's progress row being the truth."""
+        """(last key done, rows done), the target's progress row being the truth; (None, rows)
+        when there is nothing left to do."""
         ctx, backfill, spec = self.ctx, self.backfill, self.spec
-        with self._target_transaction() as conn:
+        console_after = ctx.checkpoint_data.get("after")
+
+        def where_it_got_to(conn):
             pg.ensure_progress_table(conn)
             stored = pg.progress(conn, spec.key)
-            if stored is None:
+            if stored is None and console_after is None:
                 first = pg.first_key(conn, spec)
-                if first is None:
-                    return None, 0
-                pg.start_progress(conn, spec.key, first)
-                stored = {"last_pk": first, "rows_done": 0}
-            if backfill.rows_total is None:
-                backfill.rows_total = stored["rows_done"] + pg.rows_to_do(conn, spec, stored["last_pk"])
-                Backfill.objects.filter(pk=backfill.pk).update(rows_total=backfill.rows_total)
-        console_after = ctx.checkpoint_data.get("after")
+                if first is not None:
+                    pg.start_progress(conn, spec.key, first)
+                    stored = {"last_pk": first, "rows_done": 0}
+            if stored is not None and backfill.rows_total is None:
+                return stored, stored["rows_done"] + pg.rows_to_do(conn, spec, stored["last_pk"])
+            return stored, backfill.rows_total
+
+        stored, rows_total = self._on_target(where_it_got_to, "backfill start")
+        if stored is None and console_after is not None:
+            # A batch was checkpointed, so the row existed: only the end removes it.
+            ctx.log("the target's progress row is gone, so this backfill had reached its end (the worker "
+                    "stopped before it could say so): nothing is run again", level="warning")
+            return None, ctx.job.progress_done
+        if stored is None:
+            return None, 0  # an empty table
+        if backfill.rows_total is None:
+            backfill.rows_total = rows_total
+            Backfill.objects.filter(pk=backfill.pk).update(rows_total=rows_total)
         if console_after is not None and stored["last_pk"] != console_after:
             ctx.log(f"the target had committed the batch up to key {stored['last_pk']}, past the console's "
                     f"checkpoint at {console_after} (the worker stopped between the two): going on from "
@@ -132,17 +147,24 @@ class _Run:
         return health.stop_reason(backfill.schema, backfill.table, max_replica_lag_s=backfill.max_replica_lag_s,
                                   max_lock_waiters=backfill.max_lock_waiters, batch_waiters=batch_waiters)
 
-    def throttle(self, reason: str) -> None:
+    def hold_off_if_unhealthy(self, batch_waiters: int) -> None:
+        """Throttle (the job back to the queue, no worker held) if a health indicator says Stop."""
+        reason = self.stop_reason(batch_waiters)
+        if reason is None:
+            return
         Backfill.objects.filter(pk=self.backfill.pk).update(
             throttle_reason=reason, throttled_at=timezone.now(), throttles=F("throttles") + 1)
         self.ctx.throttle(reason, self.backfill.throttle_retry_s)
 
     def batch(self, after: int, size: int) -> pg.Batch:
-        return lock_retry.run(
-            self.target, lambda conn: pg.run_batch(conn, self.spec, after, size),
-            what=f"backfill batch of {size} keys after {after}", schema=self.spec.schema, table=self.spec.table,
-            database=self.database, statement_timeout_ms=settings.BACKFILL_STATEMENT_TIMEOUT_MS, log=self.ctx.log,
-        )
+        try:
+            return self._batch(after, size)
+        except pg.ConcurrentRun as exc:  # the job was taken over: stop without writing, like a lost claim
+            raise ClaimLost(str(exc)) from None
+
+    def _batch(self, after: int, size: int) -> pg.Batch:
+        return self._on_target(lambda conn: pg.run_batch(conn, self.spec, after, size),
+                               f"backfill batch of {size} keys after {after}")
 
     def checkpoint(self, batch: pg.Batch, done: int, size_used: int, elapsed_ms: float, next_size: int) -> None:
         def record():
@@ -153,22 +175,17 @@ class _Run:
         self.ctx.run_unit(record, done, {"after": batch.upto, "batch_size": next_size})
 
     def finish(self, done: int) -> dict:
-        with self._target_transaction() as conn:
-            pg.forget_progress(conn, self.spec.key)
+        self._on_target(lambda conn: pg.forget_progress(conn, self.spec.key), "backfill end")
         Backfill.objects.filter(pk=self.backfill.pk).update(rows_done=done)
         return {"rows": done, "table": f"{self.spec.schema}.{self.spec.table}", "column": self.spec.column}
 
 
 def run_backfill(ctx: JobContext, backfill: Backfill) -> dict:
     run = _Run(ctx, backfill)
+    run.hold_off_if_unhealthy(batch_waiters=0)
     after, done = run.start()
     size = int(ctx.checkpoint_data.get("batch_size") or settings.BACKFILL_BATCH_INITIAL_ROWS)
-    batch_waiters = 0
     while after is not None:
-        ctx.raise_if_stopped()
-        reason = run.stop_reason(batch_waiters)
-        if reason:
-            run.throttle(reason)
         started = time.perf_counter()
         batch = run.batch(after, size)
         elapsed_ms = (time.perf_counter() - started) * 1000
@@ -177,6 +194,8 @@ def run_backfill(ctx: JobContext, backfill: Backfill) -> dict:
         done += batch.rows
         next_size = next_batch_size(size, elapsed_ms, backfill.batch_target_ms)
         run.checkpoint(batch, done, size, elapsed_ms, next_size)
-        after, size, batch_waiters = batch.upto, next_size, batch.waiters
+        after, size = batch.upto, next_size
+        ctx.raise_if_stopped()
+        run.hold_off_if_unhealthy(batch.waiters)
     ctx.log(f"every key done: {done} rows set")
     return run.finish(done)

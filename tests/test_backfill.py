@@ -5,8 +5,10 @@ the pages in a real browser."""
 
 import random
 import re
+import threading
 from io import StringIO
 
+import psycopg
 import pytest
 from django.core.management import call_command
 from playwright.sync_api import expect
@@ -19,7 +21,7 @@ from console.pg.backfill import BackfillRefused
 from migrations_ui import services
 from migrations_ui.models import Backfill
 from tests.test_ddl import fresh_registry, superuser  # noqa: F401  (fresh_registry is a fixture)
-from tests.waiting import wait_until
+from tests.waiting import wait_for_backend, wait_until
 
 
 @pytest.fixture
@@ -154,6 +156,13 @@ def test_it_never_runs_a_batch_again_that_the_target_committed_before_a_lost_che
     assert _rows_by_n(fleet, name) == {(1, True): 4500, (0, False): 500}
     assert job.result["rows"] == 4500 and job.progress_done == 4500
 
+    # And a worker that stopped after the end (the target's row removed) but before the job was
+    # marked done runs nothing again.
+    Job.objects.filter(pk=job.pk).update(state=Job.State.QUEUED, finished_at=None, result={})
+    assert jobs.execute(job.pk) == Job.State.SUCCEEDED
+    assert _rows_by_n(fleet, name) == {(1, True): 4500, (0, False): 500}
+    assert any("nothing is run again" in line.message for line in Job.objects.get(pk=job.pk).log_lines.all())
+
 
 # Throttling -------------------------------------------------------------------------------------
 
@@ -197,6 +206,70 @@ def test_it_throttles_while_replay_is_paused_and_goes_on_by_itself_once_it_resum
     assert job.state == Job.State.SUCCEEDED, (job.state, job.error, job.wait_reason)
     assert _rows_by_n(fleet, name) == {(1, True): 18_000, (0, False): 2_000}
     assert Backfill.objects.get(pk=backfill.pk).throttles >= 1
+
+
+@pytest.mark.worker
+def test_it_holds_off_while_vacuum_works_on_the_table_or_sessions_queue_for_a_lock_on_it(
+        fleet, demo_targets, table, transactional_db, live_worker):
+    name = table("bf_health", rows=20_000)
+    ident = sql.Identifier(name)
+
+    def held_off(backfill, reason):
+        return wait_until(lambda: Job.objects.filter(pk=backfill.job_id, state=Job.State.QUEUED,
+                                                     wait_reason__startswith=reason).first(), 30, reason)
+
+    # Given a VACUUM of the table slowed down to a crawl by its cost delay,
+    vacuuming = superuser(fleet)
+    vacuuming.execute("SET vacuum_cost_delay = 100")
+    vacuuming.execute("SET vacuum_cost_limit = 1")
+
+    def vacuum_until_cancelled():
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            vacuuming.execute(sql.SQL("VACUUM {}").format(ident))
+
+    vacuum = threading.Thread(target=vacuum_until_cancelled)
+    vacuum.start()
+    try:
+        with superuser(fleet) as watcher:
+            (vacuum_pid, *_), = wait_for_backend(watcher, "query LIKE 'VACUUM%%' AND wait_event = 'VacuumDelay'",
+                                                 what="the vacuum going slowly")
+        # when a backfill starts, then it holds off while vacuum works on the table,
+        first = _start(demo_targets, name, throttle_retry_s=1)
+        waiting = held_off(first, "vacuum is working on")
+        assert waiting.wait_reason == f"vacuum is working on public.{name} (client backend scanning heap)"
+        assert Backfill.objects.get(pk=first.pk).rows_done == 0
+    finally:
+        with superuser(fleet) as admin:
+            admin.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE 'VACUUM%%'"
+                          " AND pid <> pg_backend_pid()", ())
+        vacuum.join(timeout=30)
+    # and goes on by itself once the vacuum is done.
+    assert jobs.wait_for(first.job_id, timeout_s=60).state == Job.State.SUCCEEDED
+
+    # Given a backfill allowing no lock waiter (checked while the table is free), and a session
+    # queued for an ACCESS EXCLUSIVE lock behind a reader's open transaction,
+    second = services.create_backfill(target=demo_targets["demo-primary"], table=name, set_column="n",
+                                      set_expression="n + 10", max_lock_waiters=0, throttle_retry_s=1, enqueue=False)
+    reader, altering = superuser(fleet), superuser(fleet)
+    reader.execute("BEGIN")
+    reader.execute(sql.SQL("SELECT count(*) FROM {}").format(ident))
+    alter = threading.Thread(target=lambda: altering.execute(sql.SQL("ALTER TABLE {} ADD COLUMN extra int").format(ident)))
+    alter.start()
+    try:
+        with superuser(fleet) as watcher:
+            wait_for_backend(watcher, "query LIKE 'ALTER TABLE%%' AND wait_event_type = 'Lock'", what="the ALTER waiting")
+        # when a backfill allowing no lock waiter starts, then it holds off, saying so,
+        jobs.enqueue(second.job_id)
+        waiting = held_off(second, "lock waiters")
+        assert waiting.wait_reason == f"lock waiters: 1 session waiting for a lock on public.{name} (limit 0)"
+    finally:
+        reader.execute("ROLLBACK")
+        alter.join(timeout=30)
+    # and once the queue is gone it goes on: every row set once by each backfill.
+    assert jobs.wait_for(second.job_id, timeout_s=60).state == Job.State.SUCCEEDED
+    assert _rows_by_n(fleet, name) == {(11, True): 18_000, (10, False): 2_000}
+    for conn in (vacuuming, reader, altering):
+        conn.close()
 
 
 # Pause, resume, cancel from the command line ---------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import psycopg
 from pglast import ast, parse_sql
 from pglast.parser import ParseError
 from pglast.stream import RawStream
@@ -197,7 +198,10 @@ def check_statement(conn: Connection, spec: Spec) -> None:
     column or a type mismatch is refused before the job starts."""
     try:
         _execute(conn, sql.SQL("EXPLAIN ") + spec.update_statement(), {"after": 0, "upto": 0})
-    except Exception as exc:  # psycopg's own error, with PostgreSQL's message
+    except psycopg.errors.LockNotAvailable:
+        raise BackfillRefused(f"{spec.schema}.{spec.table} is locked right now (a session holds or waits for a "
+                              "conflicting lock), so the backfill could not be checked: try again shortly.") from None
+    except psycopg.Error as exc:  # with PostgreSQL's message
         message = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
         raise BackfillRefused(f"PostgreSQL refuses the backfill's UPDATE: {message}") from None
 
@@ -328,15 +332,19 @@ class Health:
         if self.vacuum:
             return f"vacuum is working on {schema}.{table} ({self.vacuum})"
         if self.waiting_on_table > max_lock_waiters:
-            return (f"lock waiters: {self.waiting_on_table} sessions wait for a lock on {schema}.{table} "
+            return (f"lock waiters: {_sessions(self.waiting_on_table)} waiting for a lock on {schema}.{table} "
                     f"(limit {max_lock_waiters})")
         if batch_waiters > max_lock_waiters:
-            return (f"lock waiters: {batch_waiters} sessions waited on the last batch's row locks "
+            return (f"lock waiters: {_sessions(batch_waiters)} waited on the last batch's row locks "
                     f"(limit {max_lock_waiters})")
         return None
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def _sessions(count: int) -> str:
+    return f"{count} session{'' if count == 1 else 's'}"
 
 
 def health(conn: Connection, schema: str, table: str) -> Health:
