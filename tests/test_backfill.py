@@ -175,7 +175,7 @@ def _replica_lag_s(fleet) -> float:
 
 @pytest.mark.worker
 def test_it_throttles_while_replay_is_paused_and_goes_on_by_itself_once_it_resumes(
-        fleet, demo_targets, table, transactional_db, live_worker):
+        fleet, demo_targets, table, transactional_db, live_worker, client_as):
     name = table("bf_lag", rows=20_000)
     replica = superuser(fleet, "replica", "postgres")
     try:
@@ -197,6 +197,8 @@ def test_it_throttles_while_replay_is_paused_and_goes_on_by_itself_once_it_resum
         assert re.fullmatch(r"replica lag: standby \S+ is \d+\.\d s behind \(limit 1 s\)", throttled.wait_reason)
         held = Backfill.objects.get(pk=backfill.pk)
         assert held.throttle_reason == throttled.wait_reason and held.rows_done == 0
+        live = client_as("viewer").get(backfill.get_absolute_url(), HTTP_HX_REQUEST="true")
+        assert live.status_code == 200 and f"waiting: {throttled.wait_reason}" in live.content.decode()
         assert _rows_by_n(fleet, name) == {(0, True): 18_000, (0, False): 2_000}
     finally:
         replica.execute("SELECT pg_wal_replay_resume()")
