@@ -30,6 +30,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from console.pg.heartbeat import SCHEMA as CONSOLE_SCHEMA
+from console.secrets import driver_message
 
 PROGRESS_TABLE = "backfill_progress"
 INTEGER_TYPES = ("smallint", "integer", "bigint")
@@ -202,8 +203,7 @@ def check_statement(conn: Connection, spec: Spec) -> None:
         raise BackfillRefused(f"{spec.schema}.{spec.table} is locked right now (a session holds or waits for a "
                               "conflicting lock), so the backfill could not be checked: try again shortly.") from None
     except psycopg.Error as exc:  # with PostgreSQL's message
-        message = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        raise BackfillRefused(f"PostgreSQL refuses the backfill's UPDATE: {message}") from None
+        raise BackfillRefused(f"PostgreSQL refuses the backfill's UPDATE: {driver_message(exc)}") from None
 
 
 def first_key(conn: Connection, spec: Spec) -> int | None:
