@@ -59,6 +59,7 @@ class Op:
     ref_column: str = ""
 
     def __post_init__(self):
+        object.__setattr__(self, "columns", tuple(self.columns))
         if self.kind not in OPERATIONS:
             raise DdlRefused(f"no DDL operation {self.kind!r}; known: {', '.join(OPERATIONS)}")
         for name in OPERATIONS[self.kind].names:
