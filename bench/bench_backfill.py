@@ -83,10 +83,10 @@ class Writer:
         self._thread.join(timeout=60)
 
     def p99_ms(self) -> float:
-        return statistics.quantiles(self.latencies_ms, n=100)[98]
+        return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[98]
 
     def describe(self) -> str:
-        cuts = statistics.quantiles(self.latencies_ms, n=1000)
+        cuts = statistics.quantiles(self.latencies_ms, n=1000, method="inclusive")
         slow = sum(1 for ms in self.latencies_ms if ms > 50)
         return (f"{len(self.latencies_ms)} statements, ms p50 {cuts[499]:.2f} p90 {cuts[899]:.2f} p99 {cuts[989]:.2f} "
                 f"p99.9 {cuts[998]:.1f} max {max(self.latencies_ms):.0f}, {slow} over 50 ms")
