@@ -3,6 +3,7 @@ import uuid
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.urls import reverse
 
 from console.pg.backfill import Spec
 from console.validators import validate_pg_name
@@ -50,7 +51,7 @@ class Backfill(models.Model):
         return f"{self.schema}.{self.table}.{self.set_column} on {self.target}"
 
     def get_absolute_url(self):
-        return f"/migrations/backfills/{self.pk}/"
+        return reverse("backfill-detail", args=[self.pk])
 
     def spec(self) -> Spec:
         return Spec(schema=self.schema, table=self.table, pk=self.pk_column, column=self.set_column,
