@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from console.models import Target
-from monitors import pools
+from monitors import figures, pools
 from monitors.models import Alert, AlertThreshold, SamplerHealth, TargetState
 
 LABELS = {
@@ -35,12 +35,12 @@ def thresholds(target, overrides=None) -> dict[str, tuple[float, float]]:
     return merged
 
 
-def figures(target, state: TargetState | None, pool: dict | None) -> dict[str, float | None]:
+def current_values(target, state: TargetState | None, pool: dict | None) -> dict[str, float | None]:
+    """Each alert metric's value now, computed as the pages compute it (monitors/figures.py)."""
     values: dict[str, float | None] = {}
     if pool and pool.get("size") is not None:
-        capacity = (pool["size"] or 0) + (pool["max_overflow"] or 0)
-        values["pool_utilisation_pct"] = 100.0 * (pool["checked_out"] or 0) / capacity if capacity else None
-        values["overflow_pct"] = 100.0 * (pool["overflow"] or 0) / pool["max_overflow"] if pool["max_overflow"] else None
+        values["pool_utilisation_pct"] = figures.pool_utilisation_pct(pool)
+        values["overflow_pct"] = figures.overflow_pct(pool)
         values["checkout_wait_ms"] = pool["wait_ms_recent"]
         values["failed_checkouts_per_min"] = pool["timeouts_per_min"]
     if state is not None and target.status == Target.Status.UP:
@@ -49,16 +49,6 @@ def figures(target, state: TargetState | None, pool: dict | None) -> dict[str, f
         values["replica_lag_bytes"] = state.replica_lag_bytes
         values["long_running_query_s"] = state.longest_query_s
     return values
-
-
-def level_for(value, warning, critical) -> str | None:
-    if value is None:
-        return None
-    if value >= critical:
-        return Alert.Level.CRITICAL
-    if value >= warning:
-        return Alert.Level.WARNING
-    return None
 
 
 def evaluate(targets) -> None:
@@ -78,9 +68,9 @@ def evaluate(targets) -> None:
         target.status = statuses.get(target.pk, target.status)
         wanted = {}
         limits = thresholds(target, overrides[target.pk])
-        for metric, value in figures(target, states.get(target.pk), pool_totals.get(target.pk)).items():
+        for metric, value in current_values(target, states.get(target.pk), pool_totals.get(target.pk)).items():
             warning, critical = limits[metric]
-            level = level_for(value, warning, critical)
+            level = figures.level(metric, value, limits)
             if level:
                 threshold = critical if level == Alert.Level.CRITICAL else warning
                 label, unit = LABELS[metric]

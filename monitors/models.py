@@ -54,16 +54,15 @@ class TargetState(models.Model):
 
     @property
     def usable_connections(self) -> int | None:
-        if self.max_connections is None:
-            return None
-        return self.max_connections - (self.reserved_connections or 0)
+        from monitors import figures
+
+        return figures.usable_connections(self.max_connections, self.reserved_connections)
 
     @property
     def connections_percent(self) -> float | None:
-        usable = self.usable_connections
-        if not usable or self.connections is None:
-            return None
-        return 100.0 * self.connections / usable
+        from monitors import figures
+
+        return figures.connections_pct(self.connections, self.max_connections, self.reserved_connections)
 
 
 class SamplerHealth(models.Model):

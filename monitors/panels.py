@@ -6,10 +6,11 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import Max
+from django.urls import reverse
 from django.utils import timezone
 
 from console.models import Target
-from monitors import charts, pools, samplers, series
+from monitors import alerts, charts, figures, pools, samplers, series
 from monitors.models import Alert, LagSource, MetricPoint, SamplerHealth, SlowStatement, TargetState
 
 WINDOWS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "6h": timedelta(hours=6),
@@ -28,10 +29,6 @@ LAG_SOURCE_LABELS = dict(LagSource.choices)
 STATUS_LABELS = dict(Target.Status.choices)
 
 
-def meter_level(pct) -> str:
-    if pct is None:
-        return ""
-    return "meter-critical" if pct >= 90 else "meter-warning" if pct >= 70 else ""
 
 
 def _ago(moment, now) -> str:
@@ -56,16 +53,16 @@ def overview_rows(targets, sort: str = "name") -> list[dict]:
     for t in targets.values(*OVERVIEW_FIELDS):
         pool = pool_totals.get(t["id"])
         capacity = (pool["size"] + pool["max_overflow"]) if pool else 0
-        pool_pct = 100.0 * pool["checked_out"] / capacity if capacity else None
+        pool_pct = figures.pool_utilisation_pct(pool)
         connections = t["state__connections"]
-        usable = t["state__max_connections"] - (t["state__reserved_connections"] or 0) if t["state__max_connections"] else None
-        conn_pct = 100.0 * connections / usable if usable and connections is not None else None
+        usable = figures.usable_connections(t["state__max_connections"], t["state__reserved_connections"])
+        conn_pct = figures.connections_pct(connections, t["state__max_connections"], t["state__reserved_connections"])
         alerts = sorted(open_alerts[t["id"]], key=lambda a: a["level"] != Alert.Level.CRITICAL)
         lag_s = t["state__replica_lag_s"]
         rows.append({
             "id": t["id"],
             "name": t["name"],
-            "url": f"/fleet/targets/{t['id']}/",
+            "url": reverse("target-detail", args=[t["id"]]),
             "tags": t["tags"],
             "role": ROLE_LABELS.get(t["role"], t["role"]),
             "upstream": t["upstream__name"] or "",
@@ -75,13 +72,13 @@ def overview_rows(targets, sort: str = "name") -> list[dict]:
             "pool_pct": pool_pct,
             "pool_width": round(pool_pct or 0),
             "pool_label": f"{pool['checked_out']} / {capacity}" if capacity else "",
-            "pool_level": meter_level(pool_pct),
+            "pool_level": figures.meter_class("pool_utilisation_pct", pool_pct),
             "is_bouncer": t["role"] == Target.Role.PGBOUNCER,
             "bouncer_waiting": t["state__bouncer_cl_waiting"],
             "conn_pct": conn_pct,
             "conn_width": round(conn_pct or 0),
             "conn_label": f"{connections} / {usable}" if connections is not None and usable else "",
-            "conn_level": meter_level(conn_pct),
+            "conn_level": figures.meter_class("connections_pct", conn_pct),
             "lag_s": lag_s,
             "lag_text": f"{lag_s:.1f} s · {_bytes(t['state__replica_lag_bytes'] or 0)}" if lag_s is not None else "",
             "lag_source": LAG_SOURCE_LABELS.get(t["state__replica_lag_source"] or "", ""),
@@ -187,6 +184,8 @@ def live_context(target: Target, params) -> dict:
         "connection_splits": splits,
         "pool": pool,
         "budget": connection_budget(target, state, pool),
+        "connections_level": figures.meter_class("connections_pct", state.connections_percent if state else None,
+                                                 alerts.thresholds(target)),
         "sessions": sessions,
         "tree": blocking_tree(sessions),
         "window": window_name,

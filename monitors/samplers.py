@@ -4,10 +4,8 @@ Every sampler's outcome on every target is kept (SamplerHealth), so a sampler th
 where its figures are, instead of leaving them frozen."""
 
 import logging
-import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import psycopg
@@ -17,11 +15,11 @@ from django.db import connection, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from console import engines
+from console import engines, fanout
 from console.models import Target
 from console.pg import activity, bouncer, heartbeat, replication, statements
-from console.secrets import SecretUnavailable, redact
-from monitors import alerts, pools, series
+from console.secrets import SecretUnavailable, driver_message
+from monitors import alerts, figures, pools, series
 from monitors.models import (
     LagSource, SamplerHealth, SamplingChunk, SamplingRound, StatementCounter, StatementDelta, TargetState,
 )
@@ -38,7 +36,6 @@ def _each_target(sampler: str, sample, targets, marks_down: bool = True, return_
     `return_connections`, each target's connections are closed once it is sampled (those of an
     upstream, which its replicas' samples also read, once all are)."""
     upstreams = {t.upstream_id for t in targets if t.upstream_id} if return_connections else set()
-    pending, pending_lock = iter(targets), threading.Lock()
 
     def guarded(target):
         try:
@@ -52,25 +49,12 @@ def _each_target(sampler: str, sample, targets, marks_down: bool = True, return_
         finally:
             if return_connections and target.pk not in upstreams:
                 engines.release(target.pk)
-            connection.close_if_unusable_or_obsolete()  # after a console DB error, say
+            if not connection.in_atomic_block:  # a sample in the caller's own transaction (a test)
+                connection.close_if_unusable_or_obsolete()  # after a console DB error, say
 
-    def drain() -> list[bool]:
-        # Each thread takes the next target until none is left, then lets go of its console DB
-        # connection: one per thread, not one per target.
-        results = []
-        try:
-            while True:
-                with pending_lock:
-                    target = next(pending, None)
-                if target is None:
-                    return results
-                results.append(guarded(target))
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(max_workers=settings.MONITOR_SAMPLER_CONCURRENCY) as pool:
-        threads = [pool.submit(drain) for _ in range(min(settings.MONITOR_SAMPLER_CONCURRENCY, len(targets)))]
-        results = [ok for thread in threads for ok in thread.result()]
+    # Each thread takes the next target until none is left and keeps one console DB connection
+    # for all of them.
+    results = fanout.run_bounded(list(targets), guarded, settings.MONITOR_SAMPLER_CONCURRENCY)
     for target_id in upstreams:
         engines.release(target_id)
     return {"ok": sum(1 for r in results if r), "failed": sum(1 for r in results if not r)}
@@ -104,12 +88,7 @@ def _target_unreachable(exc: Exception) -> bool:
 def _error_text(target, exc) -> str:
     if isinstance(exc, engines.TargetError):
         return str(exc)
-    original = getattr(exc, "orig", None) or exc
-    if isinstance(original.__cause__, psycopg.Error):  # Django's wrapper of a console DB error
-        original = original.__cause__
-    lines = str(original).strip().splitlines()
-    text = f"{type(original).__name__}: {lines[0]}" if lines else type(original).__name__
-    return f"{target.name}: {redact(text, *target.known_passwords())}"
+    return f"{target.name}: {driver_message(exc, *target.known_passwords(), with_type=True)}"
 
 
 # Rounds in chunks, shared by the monitor workers ---------------------------------------------------
@@ -207,7 +186,7 @@ def sample_fast(target: Target, pool_checked_out: dict[int, int] | None = None) 
     series.record(target, {
         "up": 1.0,
         "connections": state["connections"],
-        "connections_pct": 100.0 * state["connections"] / max(1, limits["max_connections"] - limits["reserved_connections"]),
+        "connections_pct": figures.connections_pct(state["connections"], limits["max_connections"], limits["reserved_connections"]),
         "long_running": state["long_running"],
         "waiting_on_locks": state["waiting_on_locks"],
         "replica_lag_s": state["replica_lag_s"],

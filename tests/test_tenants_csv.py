@@ -107,3 +107,11 @@ def test_it_refuses_a_tenant_name_with_bidi_controls_in_the_form_and_lines(name,
     response = _onboard(client, primary, slug="intl_a", name="Société Générale", bulk="intl_b,株式会社")
     assert response.status_code == 302, response.content.decode()[-2000:]
     assert set(Tenant.objects.values_list("name", flat=True)) == {"Société Générale", "株式会社"}
+
+
+@pytest.mark.parametrize("header", ["slug,name", "slug,name,strategy", "Slug, Name , Strategy"])
+def test_it_recognises_and_skips_a_header_row(header, db, demo_targets, client_as):
+    rows = f"{header}\nhdr_ok_a,Header A{',shared' if header.count(',') == 2 else ''}\nhdr_ok_b,Header B\n"
+    response = _onboard(client_as("operator"), demo_targets["demo-primary"], rows.encode())
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    assert sorted(Tenant.objects.values_list("slug", flat=True)) == ["hdr_ok_a", "hdr_ok_b"]
