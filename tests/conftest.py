@@ -221,3 +221,69 @@ def page(live_server):
         page.set_default_timeout(15_000)
         yield page
         browser.close()
+
+
+@pytest.fixture
+def running_session(fleet):
+    """An ordinary role's session busy in pg_sleep on the demo primary: its pid. Ended afterwards."""
+    import threading
+
+    from tests.servers import application, superuser
+    from tests.waiting import wait_for_backend
+
+    session = application(fleet)
+    pid = session.info.backend_pid
+    thread = threading.Thread(target=lambda: _ignore_errors(session.execute, "SELECT pg_sleep(60)"), daemon=True)
+    thread.start()
+    with superuser(fleet) as observer:
+        wait_for_backend(observer, "pid = %s AND wait_event = 'PgSleep'", [pid], what="the session to be in pg_sleep")
+        yield pid
+        observer.execute("SELECT pg_terminate_backend(%s)", [pid])
+    thread.join(timeout=10)
+    session.close()
+
+
+@pytest.fixture
+def blocked_session(fleet):
+    """A session holding a row lock of pgbench_branches in an open transaction and another waiting
+    for it: (blocker pid, waiter pid). Both ended afterwards."""
+    import threading
+
+    from tests.servers import application, superuser
+    from tests.waiting import wait_for_backend
+
+    blocker, waiter = application(fleet, autocommit=False), application(fleet)
+    blocker.execute("UPDATE pgbench_branches SET filler = filler WHERE bid = 1")
+    thread = threading.Thread(
+        target=lambda: _ignore_errors(waiter.execute, "UPDATE pgbench_branches SET filler = filler WHERE bid = 1"),
+        daemon=True,
+    )
+    thread.start()
+    with superuser(fleet) as observer:
+        wait_for_backend(observer, "pid = %s AND wait_event_type = 'Lock'", [waiter.info.backend_pid],
+                         what="the second UPDATE to wait for the first one's lock")
+        yield blocker.info.backend_pid, waiter.info.backend_pid
+        blocker.rollback()
+        thread.join(timeout=10)
+    blocker.close()
+    waiter.close()
+
+
+def _ignore_errors(call, *args):
+    try:
+        call(*args)
+    except Exception:  # the fixture ends the session on purpose
+        pass
+
+
+@pytest.fixture
+def run_here():
+    """Run a job in this process (the claim lets only one runner through, so the suite's worker
+    taking it as well is fine) and return it once it has finished."""
+    from console import jobs
+
+    def run(job):
+        jobs.execute(job.pk)
+        return jobs.wait_for(job.pk)
+
+    return run

@@ -2,17 +2,14 @@
 
 import io
 
-import psycopg
 from django.contrib.auth.models import User
 from django.core.management import call_command
 
 from console import roles
 from console.models import Target
+from tests.servers import superuser as _connect
 
 
-def _connect(fleet, name, dbname="postgres"):
-    return psycopg.connect(host="127.0.0.1", port=fleet.port(name), user="postgres",
-                           password=fleet.superuser_password, dbname=dbname, autocommit=True)
 
 
 def test_it_streams_the_primary_to_a_replica_made_with_pg_basebackup(fleet):

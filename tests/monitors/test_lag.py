@@ -4,19 +4,16 @@ registered, from the heartbeat when it cannot be reached; never the primary's id
 import re
 import time
 
-import psycopg
 
 from console.models import Target
 from monitors import panels, samplers
 from monitors.models import Alert, TargetState
+from tests.servers import superuser as _connect
 
 INTERVAL_S = 3.0  # the sampling interval these tests run rounds at (beat's is MONITOR_FAST_INTERVAL_S)
 SLACK_S = 1.0  # what a round itself may take on a busy machine
 
 
-def _connect(fleet, name="primary", dbname="demo"):
-    return psycopg.connect(host="127.0.0.1", port=fleet.port(name), user="postgres",
-                           password=fleet.superuser_password, dbname=dbname, autocommit=True)
 
 
 def _wait_until(predicate, timeout_s: float, what: str, poll_s: float = 0.2):

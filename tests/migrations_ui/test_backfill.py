@@ -20,7 +20,8 @@ from console.pg import backfill as pg
 from console.pg.backfill import BackfillRefused
 from migrations_ui import services
 from migrations_ui.models import Backfill
-from tests.test_ddl import fresh_registry, superuser  # noqa: F401  (fresh_registry is a fixture)
+from tests.pg.test_ddl import fresh_registry  # noqa: F401  (its autouse fixture)
+from tests.servers import superuser
 from tests.waiting import wait_for_backend, wait_until
 
 

@@ -13,7 +13,7 @@ from console.pg import tenancy
 from tenants import health, migrator, onboarding, runners
 from console import fanout
 from tenants.models import Tenant
-from tests.tenant_helpers import unique_slug
+from tests.tenants.helpers import unique_slug
 
 
 def _run_here(kind: str, params: dict, **fields) -> Job:

@@ -21,7 +21,7 @@ from console import urls as console_urls
 from console.middleware import RequestIdFilter
 from console.models import AuditEvent
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # This module is also a URLconf (settings.ROOT_URLCONF = __name__): the console's URLs plus a view

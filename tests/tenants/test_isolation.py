@@ -15,7 +15,7 @@ from console.pg import tenancy
 from tenants import onboarding, runners
 from tenants.forms import OnboardForm
 from tenants.models import Tenant, validate_tenant_slug
-from tests.tenant_helpers import onboard, unique_slug
+from tests.tenants.helpers import onboard, unique_slug
 
 APP_ROLE = "fleet_app"
 

@@ -16,7 +16,7 @@ from console.pg import tenancy
 from console.models import Approval, AuditEvent, Job
 from tenants import health, offboarding, runners
 from tenants.models import OFFBOARD_APPROVAL, Tenant, TenantHealth
-from tests.tenant_helpers import onboard, unique_slug
+from tests.tenants.helpers import onboard, unique_slug
 
 
 def _ask(obj, user, what: str, kind="test.change"):

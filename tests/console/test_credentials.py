@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from console import engines
 from console.models import AuditEvent, Target
-from tests.test_registry import _form
+from tests.console.test_registry import _form
 
 
 def test_it_reads_as_the_monitor_role_and_changes_as_the_owner(demo_targets):

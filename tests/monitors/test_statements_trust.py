@@ -7,7 +7,6 @@ import re
 import subprocess
 import time
 
-import psycopg
 from django.db.models import Sum
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,13 +15,11 @@ from console.models import Target
 from monitors import samplers
 from monitors.models import Alert, StatementDelta, TargetState
 from scripts.localfleet import PG_BIN
+from tests.servers import superuser as _connect
 
 PGBENCH_SELECT = "SELECT abalance FROM pgbench_accounts WHERE aid = $1"
 
 
-def _connect(fleet, name="primary", dbname="demo"):
-    return psycopg.connect(host="127.0.0.1", port=fleet.port(name), user="postgres",
-                           password=fleet.superuser_password, dbname=dbname, autocommit=True)
 
 
 def _pgbench(fleet, clients: int, transactions: int) -> int:

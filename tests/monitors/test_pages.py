@@ -14,18 +14,12 @@ from console.models import AuditEvent, Target
 from monitors import alerts, pools, samplers, series
 from monitors.models import Alert, AlertThreshold, EnginePool, MetricMinute, MetricPoint, TargetState
 from tests.waiting import wait_for_backend
+from tests.servers import application as _connect_as_application
+from tests.servers import superuser as _connect
 
 
-def _connect(fleet, name="primary", dbname="demo", **kwargs):
-    kwargs.setdefault("autocommit", True)
-    kwargs.setdefault("user", "postgres")
-    kwargs.setdefault("password", fleet.superuser_password)
-    return psycopg.connect(host="127.0.0.1", port=fleet.port(name), dbname=dbname, **kwargs)
 
 
-def _connect_as_application(fleet):
-    """A session of an ordinary (non-superuser) role: what the monitor role may signal."""
-    return _connect(fleet, user="fleet_owner", password=fleet.owner_password)
 
 
 def test_it_shows_every_target_on_the_overview_from_samples_only(transactional_db, client_as, demo_targets):

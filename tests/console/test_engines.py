@@ -2,7 +2,6 @@
 
 import os
 
-import psycopg
 import pytest
 import sqlalchemy
 from sqlalchemy import text
@@ -10,13 +9,9 @@ from sqlalchemy import text
 from console import engines
 from console.models import Target
 from console.pg import server
+from tests.servers import superuser as _superuser
 
 
-def _superuser(fleet, name="primary", dbname="demo"):
-    return psycopg.connect(
-        host="127.0.0.1", port=fleet.port(name), user="postgres", password=fleet.superuser_password,
-        dbname=dbname, autocommit=True,
-    )
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ from console import engines, jobs
 from console.models import AuditEvent, Job
 from tenants import runners
 from tenants.models import Tenant, TenantHealth
-from tests.tenant_helpers import onboard, unique_slug
+from tests.tenants.helpers import onboard, unique_slug
 
 
 def _run_latest(kind):

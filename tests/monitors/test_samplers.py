@@ -3,7 +3,6 @@
 import threading
 import time
 
-import psycopg
 from sqlalchemy import text
 
 from console import engines
@@ -12,12 +11,9 @@ from console.pg import bouncer as bouncer_admin
 from monitors import samplers
 from monitors.models import MetricMinute, MetricPoint, StatementDelta, TargetState
 from tests.waiting import wait_for_backend, wait_until
+from tests.servers import superuser as _connect
 
 
-def _connect(fleet, name="primary", dbname="demo", **kwargs):
-    kwargs.setdefault("autocommit", True)
-    return psycopg.connect(host="127.0.0.1", port=fleet.port(name), user="postgres",
-                           password=fleet.superuser_password, dbname=dbname, **kwargs)
 
 
 def _state(target):

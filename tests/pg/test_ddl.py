@@ -12,12 +12,9 @@ from psycopg import sql
 from console import engines
 from console.pg import ddl, lock_retry
 from console.pg.ddl import ALREADY_DONE, DONE, DdlRefused, Op
+from tests.servers import superuser
 
 
-def superuser(fleet, server="primary", dbname="demo"):
-    """An autocommit superuser connection to one of the suite's servers (test_backfill uses it too)."""
-    return psycopg.connect(host="127.0.0.1", port=fleet.port(server), user="postgres",
-                           password=fleet.superuser_password, dbname=dbname, autocommit=True)
 
 
 @pytest.fixture(autouse=True)
