@@ -73,6 +73,7 @@ class SamplerHealth(models.Model):
         FAST = "fast", "Activity, connections and replication sampler"
         STATEMENTS = "statements", "pg_stat_statements sampler"
         HEARTBEAT = "heartbeat", "Heartbeat writer"
+        CHECKS = "checks", "Health checks sampler"
 
     target = models.ForeignKey("console.Target", on_delete=models.CASCADE, related_name="sampler_health")
     sampler = models.CharField(max_length=16, choices=Sampler.choices)
@@ -110,6 +111,21 @@ class SamplerHealth(models.Model):
         if not rows.update(**changes):
             cls.objects.get_or_create(target_id=target_id, sampler=sampler)
             rows.update(**changes)
+
+
+class HealthCheckRun(models.Model):
+    """The latest run of the slow health checks on one target (monitors/checks.py): findings per
+    check, each a list of plain rows with the SQL that would fix it (shown, never run)."""
+
+    target = models.OneToOneField("console.Target", on_delete=models.CASCADE, related_name="health_checks", primary_key=True)
+    sampled_at = models.DateTimeField(null=True)  # the last run that succeeded
+    findings = models.JSONField(default=dict)  # check name -> list of rows
+    failed_at = models.DateTimeField(null=True)  # the last run, if it failed
+    error = models.TextField(blank=True)
+
+    @property
+    def failing(self) -> bool:
+        return self.failed_at is not None and (self.sampled_at is None or self.failed_at > self.sampled_at)
 
 
 class SamplingRound(models.Model):
