@@ -224,6 +224,8 @@ ENGINE_APPLICATION_NAME = env("ENGINE_APPLICATION_NAME", "fleet-console")
 # A pooled connection idle for longer than this is pinged before use (one that has bytes waiting,
 # such as a terminated backend's goodbye, always is).
 ENGINE_PING_AFTER_IDLE_S = envfloat("ENGINE_PING_AFTER_IDLE_S", 10.0)
+# Targets per page of the fleet overview (sorted over the whole fleet first).
+FLEET_OVERVIEW_PAGE_SIZE = envint("FLEET_OVERVIEW_PAGE_SIZE", 100)
 # Target passwords are read only from environment variables with this prefix.
 TARGET_PASSWORD_ENV_PREFIX = env("TARGET_PASSWORD_ENV_PREFIX", "FLEET_")
 # libpq's require_auth: which authentication the console accepts from a target (never cleartext

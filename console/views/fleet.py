@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.contrib import messages
+from django.core.paginator import Paginator
 from django.db.models import ProtectedError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -22,8 +23,11 @@ def fleet(request):
     if tag:
         targets = targets.filter(tags__contains=[tag])
     sort = request.GET.get("sort", "name")
+    # Sorted over the whole fleet, shown a page at a time: a thousand rows is no overview.
+    page = Paginator(panels.overview_rows(targets, sort), settings.FLEET_OVERVIEW_PAGE_SIZE).get_page(request.GET.get("page"))
     context = {
-        "rows": panels.overview_rows(targets, sort),
+        "rows": page.object_list,
+        "page": page,
         "tag": tag,
         "tag_error": tag_error,
         "sort": sort,

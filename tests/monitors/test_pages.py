@@ -267,3 +267,15 @@ def test_it_warns_when_the_connection_budget_can_exceed_max_connections(transact
     primary.pool_size, primary.max_overflow = 5, 2
     ok = connection_budget(primary, state, {"processes": 2, "checkouts": 0})
     assert ok["over"] is False and ok["suggested"] is None
+
+
+def test_it_pages_a_big_overview_sorted_over_the_whole_fleet(transactional_db, client_as, demo_targets, settings):
+    settings.FLEET_OVERVIEW_PAGE_SIZE = 3
+    extra = [Target(name=f"zz-page-{i}", host="127.0.0.1", port=1, dbname="x", username="x") for i in range(4)]
+    Target.objects.bulk_create(extra)
+    client = client_as("viewer")
+    first = client.get("/fleet/?sort=name").content.decode()
+    last = client.get("/fleet/?sort=name&page=3").content.decode()
+    assert "Targets 1–3 of 8" in first and 'data-target="demo-bouncer"' in first and "zz-page" not in first
+    assert "Targets 7–8 of 8" in last and 'data-target="zz-page-3"' in last and "demo-bouncer" not in last
+    assert "Targets 1–3 of 8" in client.get("/fleet/?page=bogus").content.decode()
