@@ -249,6 +249,8 @@ LOGGING = {
 # Monitors --------------------------------------------------------------------------------------
 MONITOR_FAST_INTERVAL_S = envfloat("MONITOR_FAST_INTERVAL_S", 10.0)  # activity, pools, replication
 MONITOR_STATEMENTS_INTERVAL_S = envfloat("MONITOR_STATEMENTS_INTERVAL_S", 60.0)  # pg_stat_statements
+MONITOR_CHECKS_INTERVAL_S = envfloat("MONITOR_CHECKS_INTERVAL_S", 300.0)  # health checks (monitors/checks.py)
+MONITOR_CHECKS_STATEMENT_TIMEOUT_MS = envint("MONITOR_CHECKS_STATEMENT_TIMEOUT_MS", 10000)
 MONITOR_SAMPLER_CONCURRENCY = envint("MONITOR_SAMPLER_CONCURRENCY", 8)
 # A round is sent to the monitor queue in chunks of this many targets, shared by the monitor workers.
 MONITOR_CHUNK_SIZE = envint("MONITOR_CHUNK_SIZE", 50)
@@ -276,6 +278,8 @@ ALERT_DEFAULTS = {
     "replica_lag_s": (10.0, 60.0),
     "replica_lag_bytes": (100e6, 1e9),
     "long_running_query_s": (60.0, 300.0),
+    "xid_wraparound_pct": (50.0, 75.0),  # age(datfrozenxid) of the oldest database, % of 2^31
+    "sequence_used_pct": (80.0, 95.0),  # the fullest sequence, % of its (or its column's) limit
 }
 CELERY_BEAT_SCHEDULE["monitors-sample-fast"] = {
     "task": "monitors.sample_fast",
@@ -286,6 +290,11 @@ CELERY_BEAT_SCHEDULE["monitors-sample-statements"] = {
     "task": "monitors.sample_statements",
     "schedule": MONITOR_STATEMENTS_INTERVAL_S,
     "options": {"expires": MONITOR_STATEMENTS_INTERVAL_S},
+}
+CELERY_BEAT_SCHEDULE["monitors-sample-checks"] = {
+    "task": "monitors.sample_checks",
+    "schedule": MONITOR_CHECKS_INTERVAL_S,
+    "options": {"expires": MONITOR_CHECKS_INTERVAL_S},
 }
 CELERY_BEAT_SCHEDULE["monitors-cleanup"] = {"task": "monitors.cleanup", "schedule": 600.0}
 POOL_PUBLISHER_ENABLED = envbool("POOL_PUBLISHER_ENABLED", "true")

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from console.models import Target
 from monitors import figures, pools
-from monitors.models import Alert, AlertThreshold, SamplerHealth, TargetState
+from monitors.models import Alert, AlertThreshold, HealthCheckRun, SamplerHealth, TargetState
 
 LABELS = {
     "pool_utilisation_pct": ("Pool use", "%"),
@@ -22,6 +22,8 @@ LABELS = {
     "replica_lag_s": ("Replica lag", " s"),
     "replica_lag_bytes": ("Replica lag", " bytes"),
     "long_running_query_s": ("Long-running query", " s"),
+    "xid_wraparound_pct": ("Transaction ID wraparound", "% used"),
+    "sequence_used_pct": ("Sequence", "% used"),
     "target_down": ("Target down", ""),
 }
 
@@ -35,7 +37,8 @@ def thresholds(target, overrides=None) -> dict[str, tuple[float, float]]:
     return merged
 
 
-def current_values(target, state: TargetState | None, pool: dict | None) -> dict[str, float | None]:
+def current_values(target, state: TargetState | None, pool: dict | None,
+                   health_checks: HealthCheckRun | None = None) -> dict[str, float | None]:
     """Each alert metric's value now, computed as the pages compute it (monitors/figures.py)."""
     values: dict[str, float | None] = {}
     if pool and pool.get("size") is not None:
@@ -48,6 +51,8 @@ def current_values(target, state: TargetState | None, pool: dict | None) -> dict
         values["replica_lag_s"] = state.replica_lag_s
         values["replica_lag_bytes"] = state.replica_lag_bytes
         values["long_running_query_s"] = state.longest_query_s
+    if health_checks is not None:
+        values.update(health_checks.alert_values())
     return values
 
 
@@ -59,6 +64,7 @@ def evaluate(targets) -> None:
     for override in AlertThreshold.objects.filter(target_id__in=ids):
         overrides[override.target_id].append(override)
     pool_totals = pools.totals_by_target()
+    check_runs = {run.target_id: run for run in HealthCheckRun.objects.filter(target_id__in=ids)}
     rounds = settings.MONITOR_SAMPLER_FAILURE_ALERT_ROUNDS
     failing = defaultdict(list)
     for health in SamplerHealth.objects.filter(target_id__in=ids, consecutive_failures__gte=rounds):
@@ -68,7 +74,7 @@ def evaluate(targets) -> None:
         target.status = statuses.get(target.pk, target.status)
         wanted = {}
         limits = thresholds(target, overrides[target.pk])
-        for metric, value in current_values(target, states.get(target.pk), pool_totals.get(target.pk)).items():
+        for metric, value in current_values(target, states.get(target.pk), pool_totals.get(target.pk), check_runs.get(target.pk)).items():
             warning, critical = limits[metric]
             level = figures.level(metric, value, limits)
             if level:

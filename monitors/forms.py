@@ -12,6 +12,8 @@ THRESHOLD_MAX = {
     "replica_lag_s": 604_800.0,
     "replica_lag_bytes": 1e13,
     "long_running_query_s": 604_800.0,
+    "xid_wraparound_pct": 100.0,
+    "sequence_used_pct": 100.0,
 }
 
 

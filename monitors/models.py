@@ -127,6 +127,23 @@ class HealthCheckRun(models.Model):
     def failing(self) -> bool:
         return self.failed_at is not None and (self.sampled_at is None or self.failed_at > self.sampled_at)
 
+    def alert_values(self) -> dict[str, float]:
+        """The alerts' figures from the last successful run: the oldest database's share of the
+        2^31 transaction IDs, and the fullest sequence's share of its limit."""
+        if self.sampled_at is None:
+            return {}
+        databases, sequences = self.findings.get("wraparound", []), self.findings.get("sequences", [])
+        return {
+            "xid_wraparound_pct": max((r["used_pct"] or 0.0 for r in databases), default=0.0),
+            "sequence_used_pct": max((r["used_pct"] or 0.0 for r in sequences), default=0.0),
+        }
+
+    @property
+    def cards(self) -> list[dict]:
+        from monitors import checks
+
+        return checks.cards(self)
+
 
 class SamplingRound(models.Model):
     """One beat of a sampler over the fleet, split into chunks of targets that the monitor

@@ -7,7 +7,7 @@ import random
 
 from celery import shared_task
 
-from monitors import samplers, series
+from monitors import checks, samplers, series
 from monitors.models import SamplerHealth
 
 
@@ -19,6 +19,11 @@ def sample_fast() -> dict:
 @shared_task(name="monitors.sample_statements")
 def sample_statements() -> dict:
     return dispatch_round(SamplerHealth.Sampler.STATEMENTS)
+
+
+@shared_task(name="monitors.sample_checks")
+def sample_checks() -> dict:
+    return checks.sample_checks_round()
 
 
 @shared_task(name="monitors.sample_chunk")

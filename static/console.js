@@ -22,3 +22,14 @@ document.addEventListener("htmx:beforeSwap", (event) => {
     selectOverride: "main", swapOverride: "outerHTML",
   });
 });
+
+// <pre>…</pre><button data-copy>: copy the SQL of the <pre> just before the button.
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("[data-copy]");
+  if (!button) return;
+  const text = button.previousElementSibling.textContent;
+  navigator.clipboard.writeText(text).then(
+    () => { button.textContent = "Copied"; },
+    () => { window.getSelection().selectAllChildren(button.previousElementSibling); button.textContent = "Selected: press Ctrl+C"; },
+  );
+});

@@ -1,0 +1,152 @@
+"""The health checks (console/pg/checks.py, monitors/checks.py) on the demo primary: an invalid
+index, a duplicate index and a nearly exhausted sequence each appear on the target page with the
+SQL that fixes it; the sequence raises its alert; a failing run is shown."""
+
+import html
+import re
+
+import psycopg
+import pytest
+from playwright.sync_api import expect
+
+from tests.servers import superuser
+from tests.waiting import wait_until
+
+SCHEMA = "health_checks_test"
+
+
+@pytest.fixture
+def broken_schema(fleet):
+    """On the demo primary: an index left INVALID by a failed CREATE UNIQUE INDEX CONCURRENTLY
+    (the column has duplicates), two identical indexes, and a sequence 994 of 1000 used."""
+    with superuser(fleet) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+        conn.execute(f"CREATE SCHEMA {SCHEMA}")
+        conn.execute(f"GRANT USAGE ON SCHEMA {SCHEMA} TO PUBLIC")
+        conn.execute(f"CREATE TABLE {SCHEMA}.orders (id int, customer int)")
+        conn.execute(f"INSERT INTO {SCHEMA}.orders SELECT g, g % 10 FROM generate_series(1, 100) g")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(f"CREATE UNIQUE INDEX CONCURRENTLY orders_customer_unique ON {SCHEMA}.orders (customer)")
+        conn.execute(f"CREATE INDEX orders_customer_a ON {SCHEMA}.orders (customer)")
+        conn.execute(f"CREATE INDEX orders_customer_b ON {SCHEMA}.orders (customer)")
+        conn.execute(f"CREATE SEQUENCE {SCHEMA}.order_numbers MAXVALUE 1000 START 990")
+        for _ in range(5):
+            conn.execute(f"SELECT nextval('{SCHEMA}.order_numbers')")
+        yield conn
+        conn.execute(f"DROP SCHEMA {SCHEMA} CASCADE")
+
+
+def test_it_shows_an_invalid_index_a_duplicate_index_and_a_nearly_exhausted_sequence(
+        transactional_db, demo_targets, broken_schema, client_as):
+    from monitors import checks
+    from monitors.models import Alert, HealthCheckRun
+
+    primary = demo_targets["demo-primary"]
+    summary = checks.sample_checks_round([primary])
+    assert summary["ok"] == 1, HealthCheckRun.objects.get(target=primary).error
+
+    findings = HealthCheckRun.objects.get(target=primary).findings
+    assert [r["index_name"] for r in findings["invalid_indexes"] if r["schema"] == SCHEMA] == ["orders_customer_unique"]
+    duplicates = [r for r in findings["duplicate_indexes"] if r["schema"] == SCHEMA]
+    assert [(r["index_name"], r["covered_by"]) for r in duplicates] == [("orders_customer_b", "orders_customer_a")]
+    sequence = next(r for r in findings["sequences"] if r["sequence_name"] == "order_numbers")
+    assert sequence["last_value"] == 994 and sequence["upper_limit"] == 1000 and sequence["used_pct"] == 99.4
+    assert any(r["database"] == "demo" for r in findings["wraparound"])
+
+    page = html.unescape(client_as("viewer").get(f"/fleet/targets/{primary.pk}/").content.decode())
+    assert 'id="panel-checks"' in page and "Last run" in page
+    assert f'REINDEX INDEX CONCURRENTLY "{SCHEMA}"."orders_customer_unique";' in page
+    assert f'DROP INDEX CONCURRENTLY "{SCHEMA}"."orders_customer_b";' in page
+    assert f'ALTER SEQUENCE "{SCHEMA}"."order_numbers" NO MAXVALUE;' in page
+    assert "VACUUM (FREEZE, VERBOSE);" in page
+
+    alert = Alert.open().get(target=primary, metric="sequence_used_pct")
+    assert alert.level == Alert.Level.CRITICAL and alert.value == 99.4
+    assert "Sequence 99% used" in alert.message
+    assert not Alert.open().filter(target=primary, metric="xid_wraparound_pct").exists()
+
+
+def test_it_quotes_names_in_the_suggested_sql(transactional_db, demo_targets, broken_schema):
+    from monitors import checks
+    from monitors.models import HealthCheckRun
+
+    broken_schema.execute(f'CREATE INDEX "odd ""name""; DROP TABLE x" ON {SCHEMA}.orders (customer)')
+    primary = demo_targets["demo-primary"]
+    checks.sample_checks_round([primary])
+    duplicates = HealthCheckRun.objects.get(target=primary).findings["duplicate_indexes"]
+    fixes = {r["index_name"]: r["fix"] for r in duplicates if r["schema"] == SCHEMA}
+    assert fixes['odd "name"; DROP TABLE x'] == f'DROP INDEX CONCURRENTLY "{SCHEMA}"."odd ""name""; DROP TABLE x";'
+
+
+def test_it_closes_the_sequence_alert_once_the_sequence_is_fixed(transactional_db, demo_targets, broken_schema):
+    from monitors import checks
+    from monitors.models import Alert
+
+    primary = demo_targets["demo-primary"]
+    checks.sample_checks_round([primary])
+    assert Alert.open().filter(target=primary, metric="sequence_used_pct").exists()
+    broken_schema.execute(f"ALTER SEQUENCE {SCHEMA}.order_numbers NO MAXVALUE")
+    checks.sample_checks_round([primary])
+    assert not Alert.open().filter(target=primary, metric="sequence_used_pct").exists()
+
+
+def test_it_shows_a_failing_run_and_the_checks_sampler_failing(transactional_db, demo_targets, client_as):
+    from console.models import Target
+    from monitors import checks
+    from monitors.models import HealthCheckRun, SamplerHealth
+
+    primary = demo_targets["demo-primary"]
+    missing = Target.objects.create(
+        name="demo-missing-db", host=primary.host, port=primary.port, dbname="no_such_database",
+        username=primary.username, password_env=primary.password_env, role=Target.Role.PRIMARY,
+    )
+    summary = checks.sample_checks_round([missing])
+
+    assert summary["failed"] == 1
+    run = HealthCheckRun.objects.get(target=missing)
+    assert run.failing and 'database "no_such_database" does not exist' in run.error
+    health = SamplerHealth.objects.get(target=missing, sampler=SamplerHealth.Sampler.CHECKS)
+    assert health.consecutive_failures == 1
+    missing.refresh_from_db()
+    assert missing.status != Target.Status.DOWN  # the slow sampler never marks a target down
+    page = client_as("viewer").get(f"/fleet/targets/{missing.pk}/").content.decode()
+    assert 'id="checks-error"' in page and "no_such_database" in page and "Not run yet" in page
+
+
+def test_it_runs_the_checks_on_the_monitor_worker_every_interval(transactional_db, demo_targets, monitor_worker, settings):
+    from monitors import tasks
+    from monitors.models import HealthCheckRun
+
+    schedule = settings.CELERY_BEAT_SCHEDULE["monitors-sample-checks"]
+    assert schedule["task"] == "monitors.sample_checks" and schedule["schedule"] == settings.MONITOR_CHECKS_INTERVAL_S
+    tasks.sample_checks.delay()
+    primary = demo_targets["demo-primary"]
+    wait_until(lambda: HealthCheckRun.objects.filter(target=primary, sampled_at__isnull=False).exists(),
+               60, "the monitor worker to run the health checks")
+
+
+@pytest.mark.browser
+def test_it_shows_the_checks_on_the_target_page_with_copyable_sql(
+        page, users, demo_targets, broken_schema, artifacts):
+    from monitors import checks
+
+    primary = demo_targets["demo-primary"]
+    checks.sample_checks_round([primary])
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.goto("/fleet/")
+    page.fill("#id_username", "viewer")
+    page.fill("#id_password", "viewer-pw-123")
+    page.click("button[type=submit]")
+    page.goto(f"/fleet/targets/{primary.pk}/")
+
+    invalid = page.locator("#check-invalid_indexes")
+    expect(invalid.locator(".check-count")).to_have_text(re.compile(r"[1-9]"))
+    expect(invalid).to_contain_text("orders_customer_unique")
+    expect(page.locator("#check-duplicate_indexes")).to_contain_text("orders_customer_b")
+    expect(page.locator("#check-sequences")).to_contain_text("order_numbers")
+    row = page.locator("#check-sequences tr", has_text="order_numbers")
+    row.locator("button[data-copy]").click()
+    expect(row.locator("button[data-copy]")).to_have_text("Copied")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied == f'ALTER SEQUENCE "{SCHEMA}"."order_numbers" NO MAXVALUE;'
+    page.locator("#panel-checks").screenshot(path=str(artifacts / "health-checks.png"))
