@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from console.models import Target
-from monitors import alerts, charts, figures, pools, samplers, series
+from monitors import alerts, figures, pools, samplers
 from monitors.models import Alert, LagSource, MetricPoint, SamplerHealth, SlowStatement, TargetState
 
 WINDOWS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "6h": timedelta(hours=6),
@@ -167,13 +167,6 @@ def live_context(target: Target, params) -> dict:
     order = params.get("order") if params.get("order") in ORDERS else "total"
     pool = pools.totals(target.pk)
     sessions = state.sessions if state else []
-    spark = {
-        name: charts.sparkline(series.recent(target.pk, metric, minutes=30), unit=unit)
-        for name, metric, unit in (
-            ("connections", "connections", ""), ("lag_s", "replica_lag_s", " s"), ("lag_bytes", "replica_lag_bytes", " B"),
-            ("cl_waiting", "bouncer_cl_waiting", ""), ("pool", "pool_checked_out", ""),
-        )
-    }
     splits = []
     if state is not None:
         for title, counts in (("By state", state.connections_by_state), ("By application", state.connections_by_application),
@@ -196,7 +189,6 @@ def live_context(target: Target, params) -> dict:
         "own_slow": SlowStatement.objects.filter(target=target)[:10],
         "alerts": Alert.open().filter(target=target),
         "sampler_health": list(SamplerHealth.objects.filter(target=target)),
-        "spark": spark,
         "allow_cancel": settings.MONITOR_ALLOW_CANCEL,
         "allow_terminate": settings.MONITOR_ALLOW_TERMINATE,
         "slow_ms": settings.MONITOR_SLOW_QUERY_MS,

@@ -183,6 +183,7 @@ def sample_fast(target: Target, pool_checked_out: dict[int, int] | None = None) 
         TargetState.objects.update_or_create(target=target, defaults=state)
     if pool_checked_out is None:
         pool_checked_out = {target.pk: pools.totals(target.pk)["checked_out"]}
+    by_state = state["connections_by_state"]
     series.record(target, {
         "up": 1.0,
         "connections": state["connections"],
@@ -194,6 +195,11 @@ def sample_fast(target: Target, pool_checked_out: dict[int, int] | None = None) 
         "other_connections": other_connections,
         "console_connections": state["console_connections"],
         "pool_checked_out": pool_checked_out.get(target.pk),
+        "connections_active": by_state.get("active", 0),
+        "connections_idle": by_state.get("idle", 0),
+        "connections_idle_in_transaction": by_state.get("idle in transaction", 0) + by_state.get("idle in transaction (aborted)", 0),
+        "xact_total": limits["xact_total"],
+        "tps": series.per_second(target.pk, "xact_total", limits["xact_total"]),
     })
     return True
 

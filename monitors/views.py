@@ -2,9 +2,7 @@
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.postgres.aggregates import BoolOr
-from django.db.models import F, Min, Sum
-from django.http import Http404
+from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
@@ -13,9 +11,9 @@ from console import audit, engines
 from console.models import Job, Target
 from console.pg import activity, explain as pg_explain
 from console.roles import ADMIN, OPERATOR, action, bad_request, forbidden
-from monitors import alerts, charts, panels
+from monitors import alerts, charts, panels, series
 from monitors.forms import ThresholdForm
-from monitors.models import AlertThreshold, StatementCounter, StatementDelta
+from monitors.models import AlertThreshold, StatementCounter
 
 
 PG_INT4_MAX = 2**31 - 1
@@ -27,19 +25,14 @@ def drill_list(request):
     return render(request, "monitors/drill_list.html", {"jobs": jobs, "scratch_targets": scratch})
 
 
+def _window(request, default: str) -> str:
+    return request.GET.get("window") if request.GET.get("window") in panels.WINDOWS else default
+
+
 def query_history(request, target_id, queryid):
     target = get_object_or_404(Target, pk=target_id)
-    window_name = request.GET.get("window") if request.GET.get("window") in panels.WINDOWS else "24h"
-    since = timezone.now() - panels.WINDOWS[window_name]
-    # One point per snapshot: a statement that also ran nested has a top-level and a nested row.
-    deltas = list(
-        StatementDelta.objects.filter(target=target, queryid=queryid, window_end__gte=since)
-        .values("window_end")
-        .annotate(window_start=Min("window_start"), calls=Sum("calls"), total_exec_ms=Sum("total_exec_ms"),
-                  rows=Sum("rows"), after_reset=BoolOr("after_reset"))
-        .annotate(mean_ms=F("total_exec_ms") / F("calls"))
-        .order_by("window_end")
-    )
+    window_name = _window(request, "24h")
+    deltas = series.statement_history(target, queryid, timezone.now() - panels.WINDOWS[window_name])
     text = StatementCounter.objects.filter(target=target, queryid=queryid).values_list("query", flat=True).first()
     if text is None and not deltas:
         raise Http404("No such statement on this target")
@@ -50,6 +43,32 @@ def query_history(request, target_id, queryid):
         "calls_chart": charts.sparkline([(d["window_end"], d["calls"]) for d in deltas], width=640, height=80),
     }
     return render(request, "monitors/query_history.html", context)
+
+
+def target_series(request, target_id, name):
+    """A target chart's points for static/charts.js, from the console's samples only."""
+    target = get_object_or_404(Target, pk=target_id)
+    if name not in charts.TARGET_CHARTS:
+        raise Http404("No such chart")
+    unit, shown = charts.TARGET_CHARTS[name]
+    window_name, now = _window(request, "1h"), timezone.now()
+    metrics = [metric for metric, _label in shown]
+    rows, step_s = series.points(target.pk, metrics, panels.WINDOWS[window_name], now)
+    data = charts.columns(rows, metrics, step_s, now - panels.WINDOWS[window_name], now, unit, [label for _m, label in shown])
+    return JsonResponse({"name": name, "window": window_name, **data})
+
+
+def statement_series(request, target_id, queryid, name):
+    """A statement's calls or mean time per pg_stat_statements snapshot, for static/charts.js."""
+    target = get_object_or_404(Target, pk=target_id)
+    if name not in charts.STATEMENT_CHARTS:
+        raise Http404("No such chart")
+    unit, ((metric, label),) = charts.STATEMENT_CHARTS[name]
+    window_name, now = _window(request, "24h"), timezone.now()
+    since = now - panels.WINDOWS[window_name]
+    rows = [(d["window_end"], metric, d[metric]) for d in series.statement_history(target, queryid, since)]
+    data = charts.columns(rows, [metric], settings.MONITOR_STATEMENTS_INTERVAL_S, since, now, unit, [label])
+    return JsonResponse({"name": name, "window": window_name, **data})
 
 
 @require_POST

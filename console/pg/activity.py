@@ -23,7 +23,8 @@ LIMITS = text(
     SELECT current_setting('max_connections')::int AS max_connections,
            current_setting('superuser_reserved_connections')::int AS reserved_connections,
            current_setting('server_version') AS server_version,
-           pg_is_in_recovery() AS in_recovery
+           pg_is_in_recovery() AS in_recovery,
+           (SELECT sum(xact_commit + xact_rollback) FROM pg_stat_database)::float8 AS xact_total
     """
 )
 
