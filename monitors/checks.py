@@ -28,13 +28,11 @@ class Check:
     columns: tuple[tuple[str, str], ...]  # (row key, heading)
     read: object  # (conn) -> rows
     informational: bool = False  # context to look at, not a problem to fix
+    counted_if: str = ""  # a row's key that says it calls for attention; every row does without one
 
     def findings(self, rows: list[dict]) -> list[dict]:
-        """The rows that call for attention (the counted ones): all of them, except where a
-        check lists everything for context."""
-        if self.name == "wraparound":
-            return [r for r in rows if r["past_freeze_max_age"]]
-        return rows
+        """The rows that call for attention (the counted ones)."""
+        return [r for r in rows if r.get(self.counted_if)] if self.counted_if else rows
 
 
 CHECKS = (
@@ -76,7 +74,13 @@ CHECKS = (
           "the VACUUM in the database it names. Counted: databases past autovacuum_freeze_max_age.",
           (("database", "database"), ("xid_age", "xid age"), ("used_pct", "used %"), ("multixact_age", "multixact age"),
            ("past_freeze_max_age", "past freeze max age")),
-          pg_checks.wraparound),
+          pg_checks.wraparound, counted_if="past_freeze_max_age"),
+    Check("oldest_tables", "Tables with the oldest transaction IDs",
+          "The tables of this database whose unfrozen rows are oldest: freezing them is what lowers the "
+          "database's age. Counted: tables past autovacuum_freeze_max_age.",
+          (("schema", "schema"), ("table_name", "table"), ("xid_age", "xid age"), ("used_pct", "used %"),
+           ("total_bytes", "total size")),
+          pg_checks.oldest_tables, counted_if="past_freeze_max_age"),
     Check("idle_in_transaction", "Long idle-in-transaction sessions",
           "A session idle inside a transaction holds its locks and keeps vacuum from removing rows newer than "
           "its snapshot, on every table. Set idle_in_transaction_session_timeout, or end the session.",

@@ -137,6 +137,21 @@ WRAPAROUND = text(
     """
 )
 
+# In the target's own database: the tables that hold its datfrozenxid back.
+OLDEST_TABLES = text(
+    f"""
+    SELECT n.nspname AS schema, c.relname AS table_name, age(c.relfrozenxid)::bigint AS xid_age,
+           round(100 * age(c.relfrozenxid)::numeric / :xid_limit, 2)::float8 AS used_pct,
+           age(c.relfrozenxid) > current_setting('autovacuum_freeze_max_age')::bigint AS past_freeze_max_age,
+           pg_total_relation_size(c.oid) AS total_bytes
+      FROM pg_class c
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.relkind IN ('r', 'm', 't') AND c.relfrozenxid <> '0'::xid
+     ORDER BY age(c.relfrozenxid) DESC, 1, 2
+     LIMIT :limit
+    """
+)
+
 IDLE_IN_TRANSACTION = text(
     """
     SELECT pid, usename AS username, datname AS database, application_name, client_addr::text AS client_addr,
@@ -254,6 +269,14 @@ def wraparound(conn: Connection) -> list[dict]:
     for row in rows:
         # Run in that database; template0 (no connections) is frozen already and never needs it.
         row["fix"] = "VACUUM (FREEZE, VERBOSE);" if row["allows_connections"] else ""
+    return rows
+
+
+def oldest_tables(conn: Connection, limit: int = 10) -> list[dict]:
+    rows = _rows(conn, OLDEST_TABLES, {"xid_limit": XID_LIMIT, "limit": limit})
+    for row in rows:
+        table = sql.Identifier(row["schema"], row["table_name"])
+        row["fix"] = _sql(conn, sql.SQL("VACUUM (FREEZE, VERBOSE) {};").format(table))
     return rows
 
 

@@ -9,8 +9,8 @@ import psycopg
 import pytest
 from playwright.sync_api import expect
 
-from tests.servers import superuser
-from tests.waiting import wait_until
+from tests.servers import application, superuser
+from tests.waiting import wait_for_backend, wait_until
 
 SCHEMA = "health_checks_test"
 
@@ -64,6 +64,40 @@ def test_it_shows_an_invalid_index_a_duplicate_index_and_a_nearly_exhausted_sequ
     assert alert.level == Alert.Level.CRITICAL and alert.value == 99.4
     assert "Sequence 99% used" in alert.message
     assert not Alert.open().filter(target=primary, metric="xid_wraparound_pct").exists()
+
+
+def test_it_runs_every_check_on_the_primary_the_replica_and_the_scratch_server(transactional_db, demo_targets):
+    from monitors import checks
+    from monitors.models import HealthCheckRun
+
+    databases = [t for t in demo_targets.values() if t.role != "pgbouncer"]
+    summary = checks.sample_checks_round(databases)
+
+    runs = {run.target.name: run for run in HealthCheckRun.objects.select_related("target")}
+    assert summary["failed"] == 0, {name: run.error for name, run in runs.items()}
+    assert sorted(runs) == sorted(t.name for t in databases)
+    for run in runs.values():
+        assert set(run.findings) == {check.name for check in checks.CHECKS}
+    oldest = runs["demo-primary"].findings["oldest_tables"]
+    assert oldest and all(r["fix"].startswith("VACUUM (FREEZE, VERBOSE) ") for r in oldest)
+
+
+def test_it_shows_a_session_idle_in_transaction_and_how_to_end_it(transactional_db, demo_targets, fleet, settings):
+    from monitors import checks
+    from monitors.models import HealthCheckRun
+
+    settings.MONITOR_LONG_RUNNING_S = 0.2
+    primary = demo_targets["demo-primary"]
+    with application(fleet, application_name="idle-in-transaction-test") as idle, superuser(fleet) as watcher:
+        idle.execute("BEGIN")
+        idle.execute("SELECT 1")
+        wait_for_backend(watcher, "application_name = 'idle-in-transaction-test' AND state = 'idle in transaction' "
+                         "AND now() - state_change > interval '0.3 s'", what="the session to idle in its transaction")
+        checks.sample_checks_round([primary])
+        pid = idle.info.backend_pid
+    rows = HealthCheckRun.objects.get(target=primary).findings["idle_in_transaction"]
+    row = next(r for r in rows if r["application_name"] == "idle-in-transaction-test")
+    assert row["pid"] == pid and row["fix"] == f"SELECT pg_terminate_backend({pid});"
 
 
 def test_it_quotes_names_in_the_suggested_sql(transactional_db, demo_targets, broken_schema):
