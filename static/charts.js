@@ -93,6 +93,7 @@
       el.uplot = new uPlot(options(el, data), columns(data), el.querySelector(".chart-plot"));
     }
     el.dataset.drawnWindow = data.window;
+    el.dataset.samples = String(data.t.length);
     el.querySelector(".chart-empty").hidden = data.t.length > 0;
   }
 

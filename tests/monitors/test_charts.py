@@ -190,5 +190,37 @@ def test_it_draws_the_target_charts_with_hover_values_and_window_choices(page, u
     expect(tps.locator("canvas")).to_have_count(1)
     expect(tps.locator("button[data-chart-window='7d']")).to_have_attribute("aria-pressed", "true")
     page.screenshot(path=str(artifacts / "charts-target-7d.png"), full_page=True)
+    # a live chart fetches again on its own and shows what was sampled since
+    tps.locator("button[data-chart-window='15m']").click()
+    expect(tps).to_have_attribute("data-drawn-window", "15m")
+    drawn = tps.get_attribute("data-samples")
+    series.record(primary, {"tps": 77.0})
+    expect(tps).not_to_have_attribute("data-samples", drawn, timeout=25_000)
     assert not [p for p in problems if "Content Security Policy" in p or "CSP" in p], problems
+    assert not problems, problems
+
+
+@pytest.mark.browser
+def test_it_draws_a_statements_calls_and_mean_time(page, users, demo_targets, artifacts):
+    primary = demo_targets["demo-primary"]
+    now = timezone.now()
+    for i in range(20):
+        end = now - timedelta(minutes=40 - i * (1 if i < 10 else 2))
+        StatementDelta.objects.create(target=primary, queryid=-7, dbid=1, userid=1, window_start=end - timedelta(minutes=1),
+                                      window_end=end, calls=10 + i, total_exec_ms=(10 + i) * (2.5 + i % 3), rows=1)
+    problems = []
+    page.on("console", lambda m: problems.append(m.text)
+            if m.type in ("error", "warning") and not m.location.get("url", "").endswith("/favicon.ico") else None)
+    _log_in(page, "viewer")
+    page.goto(f"/fleet/targets/{primary.pk}/queries/-7/?window=1h")
+
+    for name in ("mean_ms", "calls"):
+        chart = page.locator(f"#chart-{name}")
+        expect(chart.locator("canvas")).to_have_count(1)
+        expect(chart.locator("svg.spark")).to_have_count(0)  # the no-JavaScript fallback is replaced
+        expect(chart).to_have_attribute("data-drawn-window", "1h")
+    mean = page.locator("#chart-mean_ms")
+    _hover_near_the_end(mean)
+    expect(mean.locator(".u-legend .u-series").nth(1).locator(".u-value")).to_have_text(re.compile(r"^\d+(\.\d+)? ms$"))
+    page.screenshot(path=str(artifacts / "charts-query-history.png"), full_page=True)
     assert not problems, problems
