@@ -38,7 +38,8 @@ class Check:
 CHECKS = (
     Check("invalid_indexes", "Invalid indexes",
           "A CREATE or REINDEX ... CONCURRENTLY that failed leaves an INVALID index: every write still "
-          "updates it, no query uses it, and a unique one enforces nothing. Rebuild it, or drop it.",
+          "updates it, no query uses it, and a unique one enforces nothing. Rebuild it, or drop it (an index "
+          "being built concurrently right now is invalid too, until it is done).",
           (("schema", "schema"), ("table_name", "table"), ("index_name", "index"), ("definition", "definition"),
            ("size_bytes", "size")),
           pg_checks.invalid_indexes),

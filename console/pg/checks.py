@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 XID_LIMIT = 2**31  # transaction IDs a database may use before wraparound stops it
+BIGINT_MAX = 2**63 - 1
 SEQUENCE_SHOWN_FROM_PCT = 50.0  # sequences less used than this are not listed
 USER_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'"
 
@@ -248,6 +249,10 @@ def sequences(conn: Connection, shown_from_pct: float = SEQUENCE_SHOWN_FROM_PCT)
 
 def _sequence_fix(conn: Connection, row: dict) -> str:
     sequence = sql.Identifier(row["schema"], row["sequence_name"])
+    ascending = row["increment_by"] > 0
+    if row["column_type"] not in ("smallint", "integer") and row["upper_limit" if ascending else "lower_limit"] in (BIGINT_MAX, -BIGINT_MAX - 1):
+        return ("-- near the bigint limit itself: no wider type exists. Move the key to new values (uuid, or a\n"
+                "-- new sequence), or RESTART/CYCLE only once the old values are no longer in use.")
     statements = []
     if row["column_type"] in ("smallint", "integer"):
         column = sql.Identifier(row["column_name"])
@@ -255,7 +260,7 @@ def _sequence_fix(conn: Connection, row: dict) -> str:
             "-- rewrites the table under an ACCESS EXCLUSIVE lock: plan it, or migrate to a new column\n"
             "ALTER TABLE {} ALTER COLUMN {} TYPE bigint;"
         ).format(sql.Identifier(row["table_schema"], row["table_name"]), column))
-    limit = sql.SQL("NO MAXVALUE" if row["increment_by"] > 0 else "NO MINVALUE")
+    limit = sql.SQL("NO MAXVALUE" if ascending else "NO MINVALUE")
     if row["data_type"] != "bigint":
         statements.append(sql.SQL("ALTER SEQUENCE {} AS bigint {};").format(sequence, limit))
     else:

@@ -100,6 +100,23 @@ def test_it_shows_a_session_idle_in_transaction_and_how_to_end_it(transactional_
     assert row["pid"] == pid and row["fix"] == f"SELECT pg_terminate_backend({pid});"
 
 
+def test_it_widens_an_integer_column_whose_serial_is_near_its_limit(transactional_db, demo_targets, broken_schema):
+    from monitors import checks
+    from monitors.models import HealthCheckRun
+
+    broken_schema.execute(f"CREATE TABLE {SCHEMA}.invoices (id serial PRIMARY KEY)")
+    broken_schema.execute(f"SELECT setval('{SCHEMA}.invoices_id_seq', 2147000000)")
+    primary = demo_targets["demo-primary"]
+    checks.sample_checks_round([primary])
+
+    sequences = HealthCheckRun.objects.get(target=primary).findings["sequences"]
+    row = next(r for r in sequences if r["sequence_name"] == "invoices_id_seq")
+    assert (row["table_name"], row["column_name"], row["column_type"]) == ("invoices", "id", "integer")
+    assert row["upper_limit"] == 2**31 - 1 and row["used_pct"] >= 99.9
+    assert f'ALTER TABLE "{SCHEMA}"."invoices" ALTER COLUMN "id" TYPE bigint;' in row["fix"]
+    assert f'ALTER SEQUENCE "{SCHEMA}"."invoices_id_seq" AS bigint NO MAXVALUE;' in row["fix"]
+
+
 def test_it_quotes_names_in_the_suggested_sql(transactional_db, demo_targets, broken_schema):
     from monitors import checks
     from monitors.models import HealthCheckRun
@@ -112,15 +129,26 @@ def test_it_quotes_names_in_the_suggested_sql(transactional_db, demo_targets, br
     assert fixes['odd "name"; DROP TABLE x'] == f'DROP INDEX CONCURRENTLY "{SCHEMA}"."odd ""name""; DROP TABLE x";'
 
 
-def test_it_closes_the_sequence_alert_once_the_sequence_is_fixed(transactional_db, demo_targets, broken_schema):
+def test_it_clears_findings_and_the_alert_once_their_sql_is_run(transactional_db, demo_targets, broken_schema):
     from monitors import checks
-    from monitors.models import Alert
+    from monitors.models import Alert, HealthCheckRun
 
     primary = demo_targets["demo-primary"]
     checks.sample_checks_round([primary])
     assert Alert.open().filter(target=primary, metric="sequence_used_pct").exists()
-    broken_schema.execute(f"ALTER SEQUENCE {SCHEMA}.order_numbers NO MAXVALUE")
+    findings = HealthCheckRun.objects.get(target=primary).findings
+    ours = {name: [r for r in findings[name] if r["schema"] == SCHEMA]
+            for name in ("invalid_indexes", "duplicate_indexes", "sequences")}
+    # What an operator would paste: the last statement of the invalid index's fix drops it (it
+    # cannot be rebuilt over duplicates); each statement on its own (CONCURRENTLY needs that).
+    broken_schema.execute(ours["invalid_indexes"][0]["fix"].splitlines()[-1])
+    broken_schema.execute(ours["duplicate_indexes"][0]["fix"])
+    broken_schema.execute(ours["sequences"][0]["fix"])
+
     checks.sample_checks_round([primary])
+    findings = HealthCheckRun.objects.get(target=primary).findings
+    for name in ("invalid_indexes", "duplicate_indexes", "sequences"):
+        assert not [r for r in findings[name] if r["schema"] == SCHEMA], name
     assert not Alert.open().filter(target=primary, metric="sequence_used_pct").exists()
 
 
