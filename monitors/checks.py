@@ -104,11 +104,12 @@ SIZE_COLUMNS = {"size_bytes", "total_bytes"}
 
 
 def sample_checks_round(targets=None) -> dict:
-    """Every database target's checks (PgBouncer has none), then the alerts."""
+    """Every database target's checks (PgBouncer has none), then the alerts. A target that is
+    down is left until it is up again (its page keeps the last run, with its time)."""
     started = time.monotonic()
     if targets is None:
         targets = Target.objects.exclude(role=Target.Role.PGBOUNCER)
-    targets = list(targets)
+    targets = [t for t in targets if t.status != Target.Status.DOWN]
     summary = samplers._each_target(
         SamplerHealth.Sampler.CHECKS, sample_checks, targets, marks_down=False,
         return_connections=Target.objects.count() > settings.MONITOR_RETURN_CONNECTIONS_ABOVE,
