@@ -94,6 +94,7 @@
     }
     el.dataset.drawnWindow = data.window;
     el.dataset.samples = String(data.t.length);
+    el.drawnAt = Date.now();
     el.querySelector(".chart-empty").hidden = data.t.length > 0;
   }
 
@@ -145,7 +146,8 @@
     if (refresh_s > 0) {
       const timer = window.setInterval(() => {
         if (!document.contains(el)) { window.clearInterval(timer); return; }
-        if (!document.hidden) draw(el);
+        const minutes = ["24h", "7d"].includes(windowOf(el)); // minute averages change once a minute
+        if (!document.hidden && !(minutes && Date.now() - (el.drawnAt || 0) < 60_000)) draw(el);
       }, refresh_s * 1000);
     }
   }
