@@ -173,6 +173,7 @@ def test_it_shows_a_failing_run_and_the_checks_sampler_failing(transactional_db,
     assert missing.status != Target.Status.DOWN  # the slow sampler never marks a target down
     page = client_as("viewer").get(f"/fleet/targets/{missing.pk}/").content.decode()
     assert 'id="checks-error"' in page and "no_such_database" in page and "Not run yet" in page
+    assert 'id="sampler-failing-checks"' in page
 
 
 def test_it_runs_the_checks_on_the_monitor_worker_every_interval(transactional_db, demo_targets, monitor_worker, settings):
