@@ -7,10 +7,14 @@ from django.core.management import call_command
 
 from console import roles
 from console.models import Target
-from tests.servers import superuser as _connect
+from tests.servers import superuser
 
 
 
+
+
+def _connect(fleet, name, dbname="postgres"):
+    return superuser(fleet, name, dbname)
 
 def test_it_streams_the_primary_to_a_replica_made_with_pg_basebackup(fleet):
     with _connect(fleet, "primary") as primary:
