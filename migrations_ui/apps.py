@@ -5,4 +5,4 @@ class MigrationsUiConfig(AppConfig):
     name = "migrations_ui"
 
     def ready(self):
-        from migrations_ui import runners  # noqa: F401  (registers the job runners)
+        from migrations_ui import changes, runners  # noqa: F401  (register the stage approvals, the job runners)

@@ -4,6 +4,11 @@ from migrations_ui import views
 
 urlpatterns = [
     path("", views.migration_list, name="migrations"),
+    path("app/", views.app_plan, name="app-plan"),
+    path("changes/new/", views.change_new, name="change-new"),
+    path("changes/<int:pk>/", views.change_plan, name="change-plan"),
+    path("changes/<int:pk>/override/", views.change_override, name="change-override"),
+    path("changes/<int:pk>/stages/<str:stage>/request/", views.change_stage_request, name="change-stage-request"),
     path("backfills/", views.backfill_list, name="backfills"),
     path("backfills/run/", views.backfill_run, name="backfill-run"),
     path("backfills/<int:pk>/", views.backfill_detail, name="backfill-detail"),

@@ -1,19 +1,26 @@
+from django.conf import settings
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from console import audit, jobs
-from console.models import Job
+from console.models import Job, Target
 from console.roles import OPERATOR, action
-from migrations_ui import services
-from migrations_ui.forms import BackfillForm
-from migrations_ui.models import Backfill
+from console.validators import validate_pg_name
+from migrations_ui import changes, plans, services
+from migrations_ui.forms import BackfillForm, ChangeForm
+from migrations_ui.models import Backfill, Change
+from tenants import migrator
+
+APP_PLAN_SCHEMA = "tenant"  # the version table's schema in the rendered SQL: any tenant's
 
 
 def migration_list(request):
     jobs = Job.objects.filter(kind__startswith="migrations.")[:50]
-    return render(request, "migrations_ui/migration_list.html", {"jobs": jobs})
+    recent = Change.objects.select_related("target", "requested_by")[:50]
+    return render(request, "migrations_ui/migration_list.html", {"jobs": jobs, "changes": recent})
 
 
 # Backfills: pages read the console DB only; running one checks it against the target first.
@@ -77,3 +84,136 @@ def backfill_control(request, pk, verb):
     changed, message = jobs.control(backfill.job, verb, request, backfill=backfill.pk)
     (messages.info if changed else messages.error)(request, message)
     return redirect(backfill)
+
+
+# Console-authored changes and plans. The pickers and the plan's table facts read the target
+# (explicit, short timeouts, the monitor login); the plan itself is computed without it.
+
+CHANGE_PICKED = ("target", "database", "kind", "table", "column", "new_column", "column_type",
+                 "backfill_expression", "ref_table", "ref_column")
+
+
+def _picked_target(value) -> Target | None:
+    if not str(value or "").isdigit():
+        return None
+    return Target.objects.filter(pk=int(value), role=Target.Role.PRIMARY).first()
+
+
+def _change_form(request) -> tuple[ChangeForm, str]:
+    """The form, bound on POST, otherwise filled from the query (the pickers' hx-get), with the
+    chosen target's tables; and why they could not be read, if so."""
+    data = request.POST if request.method == "POST" else request.GET
+    target, tables, catalog_error = _picked_target(data.get("target")), [], ""
+    if target is not None:
+        try:
+            tables = changes.tables(target, data.get("database", "") if _valid_name(data.get("database")) else "")
+        except changes.ChangeRefused as exc:
+            catalog_error = f"The tables of {target.name} could not be read: {exc}"
+    if request.method == "POST":
+        return ChangeForm(data, tables=tables), catalog_error
+    initial = {name: data.get(name) for name in CHANGE_PICKED if data.get(name)}
+    initial["index_columns"] = data.getlist("index_columns")
+    return ChangeForm(initial=initial, tables=tables), catalog_error
+
+
+def _valid_name(value) -> bool:
+    try:
+        validate_pg_name(value or "")
+    except ValidationError:
+        return False
+    return True
+
+
+def _create_change(request, form: ChangeForm) -> Change | None:
+    fields = form.change_fields()
+    try:
+        if fields.get("backfill_expression"):
+            cast = fields.get("column_type") or form.tables[form.cleaned_data["table"]].column(fields["column"]).type
+            changes.check_backfill(fields["target"], fields["database"], fields["schema"], fields["table"],
+                                   fields["backfill_expression"], cast)
+        return changes.create(user=request.user, **fields)
+    except changes.ChangeRefused as exc:
+        form.add_error(None, str(exc))
+        return None
+
+
+@action("migrations.change_create", OPERATOR)
+def change_new(request):
+    form, catalog_error = _change_form(request)
+    context = {"form": form, "catalog_error": catalog_error}
+    if request.method == "POST":
+        change = _create_change(request, form) if form.is_valid() else None
+        if change is not None:
+            audit.record(request, "migrations.change_create", change, detail={
+                "target": change.target.name, "table": f"{change.schema}.{change.table}", "kind": change.kind,
+                "subject": change.subject, "backfill": change.backfill_expression})
+            messages.success(request, f"Change #{change.pk} recorded: its plan below. Nothing has run.")
+            return redirect(change)
+        audit.record(request, "migrations.change_create", outcome="failed",
+                     detail={"errors": [str(e)[:500] for errors in form.errors.values() for e in errors][:20]})
+        return render(request, "migrations_ui/change_form.html", context, status=400)
+    if request.htmx:
+        return render(request, "migrations_ui/change_form.html#change-pickers", context)
+    return render(request, "migrations_ui/change_form.html", context)
+
+
+def _plan_context(change: Change) -> dict:
+    stages, squawk_ran = plans.change_plan(change)
+    return {"change": change, "stages": stages, "squawk_ran": squawk_ran,
+            "flagged": [f for stage in stages for f in stage.flagged],
+            "approvals": changes.stage_approvals(change), "lock_timeout_ms": settings.DDL_LOCK_TIMEOUT_MS}
+
+
+def change_plan(request, pk):
+    change = get_object_or_404(Change.objects.select_related("target", "requested_by", "override_by"), pk=pk)
+    if request.GET.get("facts"):  # the explicit read of the table's size, loaded after the page
+        context = {"change": change, "facts": changes.facts(change), "facts_read": True}
+        if request.htmx:
+            return render(request, "migrations_ui/change_plan.html#plan-facts", context)
+        return render(request, "migrations_ui/change_plan.html", {**_plan_context(change), **context})
+    return render(request, "migrations_ui/change_plan.html", _plan_context(change))
+
+
+@require_POST
+@action("migrations.change_override", OPERATOR)
+def change_override(request, pk):
+    change = get_object_or_404(Change, pk=pk)
+    try:
+        changes.record_override(change, request.POST.get("reason", ""), request.user)
+    except changes.ChangeRefused as exc:
+        audit.record(request, "migrations.change_override", change, outcome="failed", detail={"reason": str(exc)})
+        messages.error(request, str(exc))
+    else:
+        audit.record(request, "migrations.change_override", change, detail={
+            "override_reason": change.override_reason, "flagged": changes.flagged(change)})
+        messages.success(request, "Override recorded: each stage's approval request will show it and its reason.")
+    return redirect(change)
+
+
+@require_POST
+@action("migrations.stage_request", OPERATOR)
+def change_stage_request(request, pk, stage):
+    change = get_object_or_404(Change.objects.select_related("target", "override_by"), pk=pk)
+    try:
+        approval = changes.request_stage_approval(change, stage, request.user, http_request=request)
+    except changes.ChangeRefused as exc:
+        audit.record(request, "migrations.stage_request", change, outcome="failed",
+                     detail={"stage": stage, "reason": str(exc)})
+        messages.error(request, f"Approval of stage {stage} not requested: {exc}")
+        return redirect(change)
+    messages.success(request, f"Approval of stage {stage} requested (#{approval.pk}): someone else must approve it. "
+                              "Approving runs nothing yet.")
+    return redirect(change)
+
+
+def app_plan(request):
+    """The application's pending revisions (tenants/app_schema), linted revision by revision."""
+    revisions = [r.revision for r in reversed(list(migrator.script_directory().walk_revisions()))]
+    start = request.GET.get("from", "")
+    if start not in revisions:
+        start = ""
+    script = migrator.pending_sql(APP_PLAN_SCHEMA, start)
+    planned, squawk_ran = plans.app_plan(script)
+    return render(request, "migrations_ui/app_plan.html", {
+        "revisions": revisions, "start": start, "planned": planned, "squawk_ran": squawk_ran,
+        "flagged": [f for r in planned for f in r.flagged]})

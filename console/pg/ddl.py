@@ -324,3 +324,9 @@ def _execute(conn: Connection, statement: sql.Composable, ran: list[str]) -> Non
     rendered = _sql_text(statement)
     conn.exec_driver_sql(rendered)
     ran.append(rendered)
+
+
+def column_type_sql(column_type: str) -> str:
+    """`column_type` as PostgreSQL's parser read it, written back by pglast (what
+    add_column_nullable sends); DdlRefused if it is not one column type."""
+    return _sql_text(_column_type(Op("add_column_nullable", "public", "t", "c", column_type=column_type)))

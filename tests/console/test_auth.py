@@ -87,6 +87,9 @@ def _action_requests(subjects):
         "monitors.thresholds": ("post", f"/fleet/targets/{target.pk}/alerts/save/", {"metric": "replica_lag_s", "reset": "on"}),
         "migrations.backfill": ("post", "/migrations/backfills/run/", {"table": ""}),
         "migrations.backfill_control": ("post", "/migrations/backfills/999999/pause/", {}),
+        "migrations.change_create": ("post", "/migrations/changes/new/", {"table": ""}),
+        "migrations.change_override": ("post", "/migrations/changes/999999/override/", {"reason": ""}),
+        "migrations.stage_request": ("post", "/migrations/changes/999999/stages/expand/request/", {}),
     }
 
 
@@ -99,6 +102,8 @@ EXPECTED_ROLE = {
     "approvals.decide": "approver", "approvals.withdraw": "viewer",
     "monitors.explain": "operator", "monitors.session": "operator", "monitors.thresholds": "admin",
     "migrations.backfill": "operator", "migrations.backfill_control": "operator",
+    "migrations.change_create": "operator", "migrations.change_override": "operator",
+    "migrations.stage_request": "operator",
 }
 
 
