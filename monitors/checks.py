@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
+import sqlalchemy
 from django.conf import settings
 from django.utils import timezone
 
 from console import engines
 from console.models import Target
 from console.pg import checks as pg_checks
+from console.secrets import driver_message
 from monitors import alerts, samplers
 from monitors.models import HealthCheckRun, SamplerHealth
 
@@ -119,17 +121,36 @@ def sample_checks_round(targets=None) -> dict:
     return summary
 
 
+class ChecksFailed(engines.TargetError):
+    """Some checks failed (a timeout, a lock, a privilege); the others' rows were stored."""
+
+
 def sample_checks(target: Target) -> None:
-    """Run every check on the target's database and store the rows; on failure, record why
-    (and raise, for the sampler's health)."""
+    """Run every check on the target's database and store the rows. A check that fails (in a
+    savepoint of its own) leaves the others standing, as PgHero's rescue_timeout does; a run
+    that fails as a whole keeps the previous findings. Either is recorded, and raised for the
+    sampler's health."""
+    now = timezone.now()
+    findings, errors = {}, []
     try:
         with engines.connect(target, statement_timeout_ms=settings.MONITOR_CHECKS_STATEMENT_TIMEOUT_MS, rollback=True) as conn:
-            findings = {check.name: [_jsonable(row) for row in check.read(conn)] for check in CHECKS}
+            for check in CHECKS:
+                try:
+                    with conn.begin_nested():
+                        findings[check.name] = [_jsonable(row) for row in check.read(conn)]
+                except sqlalchemy.exc.DBAPIError as exc:
+                    if exc.connection_invalidated:
+                        raise
+                    errors.append(f"{check.title}: {driver_message(exc, *target.known_passwords(), with_type=True)}")
     except Exception as exc:
         HealthCheckRun.objects.update_or_create(
-            target=target, defaults={"failed_at": timezone.now(), "error": samplers._error_text(target, exc)})
+            target=target, defaults={"failed_at": now, "error": samplers._error_text(target, exc)})
         raise
-    HealthCheckRun.objects.update_or_create(target=target, defaults={"sampled_at": timezone.now(), "findings": findings, "error": ""})
+    error = f"{target.name}: " + "; ".join(errors) if errors else ""
+    HealthCheckRun.objects.update_or_create(
+        target=target, defaults={"sampled_at": now, "findings": findings, "failed_at": now if errors else None, "error": error})
+    if errors:
+        raise ChecksFailed(error)
 
 
 def _jsonable(row: dict) -> dict:
@@ -147,14 +168,15 @@ def cards(run: HealthCheckRun) -> list[dict]:
     """What the target page shows per check: its words, the rows as cells, and each row's fix."""
     shown = []
     for check in CHECKS:
-        rows = run.findings.get(check.name, [])
-        found = check.findings(rows)
+        rows = run.findings.get(check.name)
+        found = check.findings(rows or [])
         shown.append({
             "check": check,
+            "failed": rows is None,  # this check failed in the last run (the run's error says why)
             "count": len(found),
             "attention": bool(found) and not check.informational,
             "headings": [heading for _, heading in check.columns],
-            "rows": [{"cells": [_cell(key, row.get(key)) for key, _ in check.columns], "fix": row.get("fix", "")} for row in rows],
+            "rows": [{"cells": [_cell(key, row.get(key)) for key, _ in check.columns], "fix": row.get("fix", "")} for row in rows or []],
         })
     return shown
 

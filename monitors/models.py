@@ -118,14 +118,18 @@ class HealthCheckRun(models.Model):
     check, each a list of plain rows with the SQL that would fix it (shown, never run)."""
 
     target = models.OneToOneField("console.Target", on_delete=models.CASCADE, related_name="health_checks", primary_key=True)
-    sampled_at = models.DateTimeField(null=True)  # the last run that succeeded
-    findings = models.JSONField(default=dict)  # check name -> list of rows
-    failed_at = models.DateTimeField(null=True)  # the last run, if it failed
+    sampled_at = models.DateTimeField(null=True)  # the last run that stored findings
+    findings = models.JSONField(default=dict)  # check name -> list of rows (a check that failed: absent)
+    failed_at = models.DateTimeField(null=True)  # the last run, if it failed (= sampled_at: some checks did)
     error = models.TextField(blank=True)
 
     @property
     def failing(self) -> bool:
-        return self.failed_at is not None and (self.sampled_at is None or self.failed_at > self.sampled_at)
+        return self.failed_at is not None
+
+    @property
+    def partly_failed(self) -> bool:
+        return self.failing and self.failed_at == self.sampled_at
 
     def alert_values(self) -> dict[str, float]:
         """The alerts' figures from the last successful run: the oldest database's share of the

@@ -176,6 +176,33 @@ def test_it_shows_a_failing_run_and_the_checks_sampler_failing(transactional_db,
     assert 'id="sampler-failing-checks"' in page
 
 
+def test_it_keeps_the_other_checks_when_one_times_out(transactional_db, demo_targets, fleet, broken_schema, client_as, settings):
+    from monitors import checks
+    from monitors.models import HealthCheckRun, SamplerHealth
+
+    settings.MONITOR_CHECKS_STATEMENT_TIMEOUT_MS = 500
+    primary = demo_targets["demo-primary"]
+    with superuser(fleet) as locker:
+        with locker.transaction():  # ALTER SEQUENCE's lock, held: reading its last value waits
+            locker.execute(f"ALTER SEQUENCE {SCHEMA}.order_numbers INCREMENT BY 1")
+            summary = checks.sample_checks_round([primary])
+
+    assert summary["failed"] == 1
+    run = HealthCheckRun.objects.get(target=primary)
+    assert run.partly_failed and "sequences" not in run.findings
+    assert "Sequences near their limit" in run.error and "QueryCanceled" in run.error
+    assert [r["index_name"] for r in run.findings["invalid_indexes"] if r["schema"] == SCHEMA] == ["orders_customer_unique"]
+    assert SamplerHealth.objects.get(target=primary, sampler=SamplerHealth.Sampler.CHECKS).failing
+    page = html.unescape(client_as("viewer").get(f"/fleet/targets/{primary.pk}/").content.decode())
+    assert "Some checks failed in the last run" in page and "Not checked: this check failed" in page
+    assert f'REINDEX INDEX CONCURRENTLY "{SCHEMA}"."orders_customer_unique";' in page
+
+    checks.sample_checks_round([primary])  # the lock is gone
+    run.refresh_from_db()
+    assert not run.failing and run.findings["sequences"]
+    assert not SamplerHealth.objects.get(target=primary, sampler=SamplerHealth.Sampler.CHECKS).failing
+
+
 def test_it_runs_the_checks_on_the_monitor_worker_every_interval(transactional_db, demo_targets, monitor_worker, settings):
     from monitors import tasks
     from monitors.models import HealthCheckRun
