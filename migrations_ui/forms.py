@@ -67,7 +67,7 @@ class ChangeForm(forms.Form):
                                     help_text="A primary: the change runs there.")
     database = forms.CharField(required=False, max_length=63, validators=[validate_pg_name],
                                help_text="Empty: the target's own database.")
-    kind = forms.ChoiceField(choices=Change.Kind.choices)
+    kind = forms.ChoiceField(choices=Change.Kind.choices, initial=Change.Kind.ADD_NOT_NULL_COLUMN)
     table = forms.CharField(max_length=130, widget=forms.Select)
     column = forms.CharField(required=False, max_length=63, widget=forms.Select,
                              help_text="The existing column (NOT NULL, foreign key).")
@@ -96,6 +96,18 @@ class ChangeForm(forms.Form):
         self.fields["index_columns"].choices = [(c.name, f"{c.name} ({c.type})") for c in columns]
         referenced = self._columns_of(self["ref_table"].value())
         self.fields["ref_column"].widget.choices = [("", "—")] + [(c.name, f"{c.name} ({c.type})") for c in referenced]
+
+    KIND_PICKERS = {
+        Change.Kind.ADD_NOT_NULL_COLUMN: ("table", "new_column", "column_type", "backfill_expression"),
+        Change.Kind.SET_NOT_NULL: ("table", "column", "backfill_expression"),
+        Change.Kind.ADD_FOREIGN_KEY: ("table", "column", "ref_table", "ref_column"),
+        Change.Kind.ADD_INDEX: ("table", "index_columns"),
+    }
+
+    def shown_pickers(self) -> list:
+        """The pickers the chosen kind uses (all of them before one is chosen)."""
+        names = self.KIND_PICKERS.get(self["kind"].value() or "", self.PICKERS)
+        return [self[name] for name in self.PICKERS if name in names]
 
     def _columns_of(self, qualified) -> list:
         table = self.tables.get(qualified or "")

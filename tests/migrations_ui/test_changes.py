@@ -28,7 +28,7 @@ def test_it_lists_the_targets_tables_and_the_chosen_tables_columns(client_as, de
     primary = demo_targets["demo-primary"]
 
     page = client.get(NEW, {"target": primary.pk}).content.decode()
-    columns = client.get(NEW, {"target": primary.pk, "table": "public.pgbench_accounts"},
+    columns = client.get(NEW, {"target": primary.pk, "kind": "set_not_null", "table": "public.pgbench_accounts"},
                          headers={"HX-Request": "true"}).content.decode()
 
     for table in ("pgbench_accounts", "pgbench_branches", "pgbench_history", "pgbench_tellers"):
@@ -131,9 +131,12 @@ def test_it_picks_table_and_columns_in_a_browser_and_shows_the_plan(page, users,
     page.click("button[type=submit]")
     expect(page.locator("h1")).to_have_text("New change")
 
+    expect(page.locator("#id_column")).to_have_count(0)  # a new column is the first kind: no column picker
     page.select_option("#id_target", label="demo-primary")
     expect(page.locator("#id_table option[value='public.pgbench_accounts']")).to_have_count(1)
     page.select_option("#id_kind", "set_not_null")
+    expect(page.locator("#id_column")).to_have_count(1)
+    expect(page.locator("#id_new_column")).to_have_count(0)
     page.select_option("#id_table", "public.pgbench_accounts")
     expect(page.locator("#id_column option[value='abalance']")).to_have_count(1)
     page.select_option("#id_column", "filler")

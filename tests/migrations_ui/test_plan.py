@@ -152,6 +152,10 @@ def test_it_lets_another_person_approve_a_stage_which_runs_nothing(client_as, ch
     made = change()
     client_as("operator").post(f"/migrations/changes/{made.pk}/stages/expand/request/")
     approval = Approval.objects.get()
+    shown_to_approver = client_as("approver").get(f"/approvals/{approval.pk}/").content.decode()
+    # The approvals page shows `shown` as JSON: the SQL's double quotes come escaped.
+    assert 'ADD COLUMN IF NOT EXISTS \\&quot;has_balance\\&quot; boolean;' in shown_to_approver
+    assert "demo-primary" in shown_to_approver and approval.digest in shown_to_approver
 
     approvals.decide(approval, users["approver"], approve=True, shown_digest=approval.digest)
 
