@@ -182,4 +182,5 @@ def cards(run: HealthCheckRun) -> list[dict]:
 
 
 def _cell(key: str, value) -> dict:
-    return {"value": value, "size": key in SIZE_COLUMNS and value is not None}
+    return {"value": value, "size": key in SIZE_COLUMNS and value is not None,
+            "pct": key.endswith("_pct") and isinstance(value, float)}

@@ -131,7 +131,7 @@ WRAPAROUND = text(
     """
     SELECT datname AS database, datallowconn AS allows_connections,
            age(datfrozenxid)::bigint AS xid_age, mxid_age(datminmxid)::bigint AS multixact_age,
-           round(100 * age(datfrozenxid)::numeric / :xid_limit, 2)::float8 AS used_pct,
+           100 * age(datfrozenxid)::float8 / :xid_limit AS used_pct,
            age(datfrozenxid) > current_setting('autovacuum_freeze_max_age')::bigint AS past_freeze_max_age
       FROM pg_database
      ORDER BY age(datfrozenxid) DESC, 1
@@ -142,7 +142,7 @@ WRAPAROUND = text(
 OLDEST_TABLES = text(
     f"""
     SELECT n.nspname AS schema, c.relname AS table_name, age(c.relfrozenxid)::bigint AS xid_age,
-           round(100 * age(c.relfrozenxid)::numeric / :xid_limit, 2)::float8 AS used_pct,
+           100 * age(c.relfrozenxid)::float8 / :xid_limit AS used_pct,
            age(c.relfrozenxid) > current_setting('autovacuum_freeze_max_age')::bigint AS past_freeze_max_age,
            pg_total_relation_size(c.oid) AS total_bytes
       FROM pg_class c

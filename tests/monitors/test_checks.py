@@ -117,6 +117,23 @@ def test_it_widens_an_integer_column_whose_serial_is_near_its_limit(transactiona
     assert f'ALTER SEQUENCE "{SCHEMA}"."invoices_id_seq" AS bigint NO MAXVALUE;' in row["fix"]
 
 
+def test_it_alerts_on_wraparound_from_the_stored_run_at_the_targets_thresholds(transactional_db, demo_targets):
+    from monitors import checks
+    from monitors.models import Alert, AlertThreshold, HealthCheckRun
+
+    primary = demo_targets["demo-primary"]
+    checks.sample_checks_round([primary])
+    assert not Alert.open().filter(target=primary, metric="xid_wraparound_pct").exists()  # a young cluster
+
+    # Any database's age is above zero: a tiny warning threshold opens the alert at its level.
+    AlertThreshold.objects.create(target=primary, metric="xid_wraparound_pct", warning=1e-9, critical=50.0)
+    checks.sample_checks_round([primary])
+    databases = HealthCheckRun.objects.get(target=primary).findings["wraparound"]
+    alert = Alert.open().get(target=primary, metric="xid_wraparound_pct")
+    assert alert.level == Alert.Level.WARNING and alert.value == max(r["used_pct"] for r in databases) > 0
+    assert alert.message.startswith("Transaction ID wraparound")
+
+
 def test_it_quotes_names_in_the_suggested_sql(transactional_db, demo_targets, broken_schema):
     from monitors import checks
     from monitors.models import HealthCheckRun
