@@ -73,6 +73,11 @@ def django_db_setup(fleet, django_db_blocker):
     settings.JOB_HEARTBEAT_INTERVAL_S = JOB_HEARTBEAT_INTERVAL_S
     # Test users need no slow password hashing.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Django may have been set up before this module set POOL_PUBLISHER_ENABLED: make sure the
+    # test process publishes pool figures only when a test asks (pools.publish_once()).
+    from console import engines
+
+    engines.pool_publisher = None
     with django_db_blocker.unblock():
         call_command("migrate", verbosity=0)
 
