@@ -140,7 +140,7 @@ WRAPAROUND = text(
 
 # In the target's own database: the tables that hold its datfrozenxid back.
 OLDEST_TABLES = text(
-    f"""
+    """
     SELECT n.nspname AS schema, c.relname AS table_name, age(c.relfrozenxid)::bigint AS xid_age,
            100 * age(c.relfrozenxid)::float8 / :xid_limit AS used_pct,
            age(c.relfrozenxid) > current_setting('autovacuum_freeze_max_age')::bigint AS past_freeze_max_age,

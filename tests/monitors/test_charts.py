@@ -12,7 +12,6 @@ from monitors import charts, samplers, series
 from monitors.models import MetricMinute, MetricPoint, StatementDelta
 from tests.console.test_browser import _log_in
 from tests.servers import superuser as _connect
-from tests.waiting import wait_until
 
 
 def _points(target, metric, values_by_age_s, now):
