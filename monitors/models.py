@@ -51,6 +51,13 @@ class TargetState(models.Model):
     # Client sessions of this console (any process, any target) on the target's server, the
     # sampler's own included: what the console takes of max_connections there.
     console_connections = models.IntegerField(null=True)
+    # Load, for the overview (the fast sampler):
+    tps = models.FloatField(null=True)  # commits + rollbacks per second, all databases
+    oldest_xact_s = models.FloatField(null=True)  # the oldest open transaction of a client backend
+    cache_hit_pct = models.FloatField(null=True)  # blks_hit / (blks_hit + blks_read) of the target's database
+    database_size_bytes = models.BigIntegerField(null=True)
+    xid_age_pct = models.FloatField(null=True)  # the oldest database's age(datfrozenxid) over 2^31
+    server_started_at = models.DateTimeField(null=True)  # pg_postmaster_start_time()
 
     @property
     def usable_connections(self) -> int | None:
@@ -271,6 +278,11 @@ class StatementCounter(models.Model):
     calls = models.BigIntegerField()
     total_exec_ms = models.FloatField()
     rows = models.BigIntegerField()
+    shared_blks_hit = models.BigIntegerField(default=0)
+    shared_blks_read = models.BigIntegerField(default=0)
+    max_exec_ms = models.FloatField(null=True)  # pg_stat_statements' max_exec_time: since its last reset
+    username = models.CharField(max_length=128, blank=True)  # userid and dbid resolved on the target
+    database = models.CharField(max_length=128, blank=True)
     query = models.TextField()
     seen_at = models.DateTimeField()
 
@@ -299,6 +311,9 @@ class StatementDelta(models.Model):
     calls = models.BigIntegerField()
     total_exec_ms = models.FloatField()
     rows = models.BigIntegerField()
+    shared_blks_hit = models.BigIntegerField(default=0)
+    shared_blks_read = models.BigIntegerField(default=0)
+    max_exec_ms = models.FloatField(null=True)  # max_exec_time at this snapshot (since the view's last reset)
     after_reset = models.BooleanField(default=False)
 
     class Meta:

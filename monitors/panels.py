@@ -1,27 +1,49 @@
 """What the fleet overview and the live target page show, read from samples only."""
 
+import functools
 import math
 from collections import defaultdict
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Max
+import pglast
+from django.db.models import Max, Sum
 from django.urls import reverse
 from django.utils import timezone
 
 from console.models import Target
-from monitors import alerts, figures, pools, samplers
-from monitors.models import Alert, LagSource, MetricPoint, SamplerHealth, SlowStatement, TargetState
+from monitors import alerts, charts, figures, pools, samplers
+from monitors.models import (
+    Alert, LagSource, MetricPoint, SamplerHealth, SlowStatement, StatementCounter, StatementDelta, TargetState,
+)
 
 WINDOWS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "6h": timedelta(hours=6),
            "24h": timedelta(hours=24), "7d": timedelta(days=7)}
 ORDERS = ("total", "mean", "calls")
-SORTS = ("name", "status", "pool", "connections", "lag", "slow", "alerts")
+# The overview's columns, in order: sort key -> (header, header's title). Every header sorts.
+SORTS = {
+    "name": ("Target", ""), "role": ("Role", ""), "status": ("Status", "down first"), "pool": ("Console pool", ""),
+    "tps": ("TPS", "commits + rollbacks per second, all databases; the trend is the last samples, its scale beside it"),
+    "sessions": ("Active / waiting", "client sessions running a statement / waiting on a lock"),
+    "longest_query": ("Longest query", "the longest-running active statement"),
+    "oldest_xact": ("Oldest xact", "the oldest open transaction of a client session"),
+    "cache_hit": ("Cache hit", "shared buffer hits of the target's database, since its statistics were reset; lowest first"),
+    "size": ("Size", "the target's database (pg_database_size)"),
+    "xid_age": ("XID age", "the oldest database's age(datfrozenxid) as a share of the 2^31 before wraparound"),
+    "version": ("Version", ""), "uptime": ("Uptime", "since the server started; the latest restart first"),
+    "connections": ("Connections", ""), "lag": ("Worst replica lag", ""),
+    "slow": ("Slow queries", "queries with a mean above MONITOR_SLOW_QUERY_MS in the last hour"),
+    "alerts": ("Alerts", ""),
+}
+TPS_TREND_POINTS = 30  # the overview's TPS sparkline: the last N fast samples
 # The overview reads only the figures it shows, as plain values: no model per row.
 OVERVIEW_FIELDS = (
     "id", "name", "role", "status", "last_seen_at", "tags", "upstream__name",
     "state__connections", "state__max_connections", "state__reserved_connections", "state__replica_lag_s",
     "state__replica_lag_bytes", "state__replica_lag_source", "state__slow_queries", "state__bouncer_cl_waiting",
+    "server_version", "state__tps", "state__connections_by_state", "state__waiting_on_locks", "state__longest_query_s",
+    "state__oldest_xact_s", "state__cache_hit_pct", "state__database_size_bytes", "state__xid_age_pct",
+    "state__server_started_at",
 )
 ROLE_LABELS = dict(Target.Role.choices)
 SAMPLER_LABELS = dict(SamplerHealth.Sampler.choices)
@@ -37,6 +59,38 @@ def _ago(moment, now) -> str:
     return f"{_span((now - moment).total_seconds())} ago" if moment else "never"
 
 
+def tps_trends(target_ids, now=None) -> dict[int, list[tuple]]:
+    """The last TPS_TREND_POINTS tps points of each target, oldest first, in one query."""
+    since = (now or timezone.now()) - timedelta(seconds=TPS_TREND_POINTS * settings.MONITOR_FAST_INTERVAL_S)
+    trends = defaultdict(list)
+    for target_id, at, value in (MetricPoint.objects.filter(target_id__in=target_ids, metric="tps", at__gte=since)
+                                 .order_by("at").values_list("target_id", "at", "value")):
+        trends[target_id].append((at, value))
+    return {target_id: points[-TPS_TREND_POINTS:] for target_id, points in trends.items()}
+
+
+def _tps_trend(points) -> dict:
+    values = [v for _at, v in points]
+    return {"svg": charts.sparkline(points, width=80, height=18, unit=" tx/s"),
+            "scale": f"{min(values):,.0f}–{max(values):,.0f}" if len(values) > 1 else ""}
+
+
+def _version_key(version: str | None) -> tuple:
+    head = (version or "").split()[0] if version else ""
+    return tuple(int(part) for part in head.split(".") if part.isdigit()) or (0,)
+
+
+def _span_or_dash(seconds) -> str:
+    from console.templatetags.console_tags import _span
+
+    return "—" if seconds is None else _span(seconds)
+
+
+def _last(value):
+    """A descending sort key that puts unknown figures last."""
+    return (value is None, -(value or 0))
+
+
 def overview_rows(targets, sort: str = "name") -> list[dict]:
     """One ready-to-print row per target (a Target queryset): formatting happens here, once."""
     pool_totals = pools.totals_by_target()
@@ -50,7 +104,9 @@ def overview_rows(targets, sort: str = "name") -> list[dict]:
         failing[target_id].append(f"{SAMPLER_LABELS.get(sampler, sampler)} failing since {since:%H:%M:%S} UTC")
     now = timezone.now()
     rows = []
-    for t in targets.values(*OVERVIEW_FIELDS):
+    values = list(targets.values(*OVERVIEW_FIELDS))
+    trends = tps_trends([t["id"] for t in values], now)
+    for t in values:
         pool = pool_totals.get(t["id"])
         capacity = (pool["size"] + pool["max_overflow"]) if pool else 0
         pool_pct = figures.pool_utilisation_pct(pool)
@@ -59,6 +115,10 @@ def overview_rows(targets, sort: str = "name") -> list[dict]:
         conn_pct = figures.connections_pct(connections, t["state__max_connections"], t["state__reserved_connections"])
         alerts = sorted(open_alerts[t["id"]], key=lambda a: a["level"] != Alert.Level.CRITICAL)
         lag_s = t["state__replica_lag_s"]
+        by_state = t["state__connections_by_state"] or {}
+        started = t["state__server_started_at"]
+        uptime_s = (now - started).total_seconds() if started else None
+        size = t["state__database_size_bytes"]
         rows.append({
             "id": t["id"],
             "name": t["name"],
@@ -85,9 +145,34 @@ def overview_rows(targets, sort: str = "name") -> list[dict]:
             "failing_samplers": failing[t["id"]],
             "slow": t["state__slow_queries"],
             "alerts": alerts,
+            "tps": t["state__tps"],
+            "tps_trend": _tps_trend(trends.get(t["id"], [])),
+            "active": by_state.get("active") if t["state__connections_by_state"] is not None else None,
+            "waiting": t["state__waiting_on_locks"],
+            "longest_query_s": t["state__longest_query_s"],
+            "longest_query": _span_or_dash(t["state__longest_query_s"]),
+            "oldest_xact_s": t["state__oldest_xact_s"],
+            "oldest_xact": _span_or_dash(t["state__oldest_xact_s"]),
+            "cache_hit_pct": t["state__cache_hit_pct"],
+            "size_bytes": size,
+            "size": _bytes(size) if size is not None else "—",
+            "xid_age_pct": t["state__xid_age_pct"],
+            "version": t["server_version"] or "",
+            "uptime_s": uptime_s,
+            "uptime": _span_or_dash(uptime_s),
         })
     keys = {
         "name": lambda r: r["name"],
+        "role": lambda r: (r["role"], r["name"]),
+        "tps": lambda r: _last(r["tps"]),
+        "sessions": lambda r: _last(None if r["active"] is None else r["active"] + (r["waiting"] or 0)),
+        "longest_query": lambda r: _last(r["longest_query_s"]),
+        "oldest_xact": lambda r: _last(r["oldest_xact_s"]),
+        "cache_hit": lambda r: (r["cache_hit_pct"] is None, r["cache_hit_pct"] or 0),  # the worst first
+        "size": lambda r: _last(r["size_bytes"]),
+        "xid_age": lambda r: _last(r["xid_age_pct"]),
+        "version": lambda r: (not r["version"], _version_key(r["version"]), r["name"]),
+        "uptime": lambda r: (r["uptime_s"] is None, r["uptime_s"] or 0),  # the latest restart first
         "status": lambda r: (r["status"] != Target.Status.DOWN, r["name"]),
         "pool": lambda r: -(r["pool_pct"] or 0),
         "connections": lambda r: -(r["conn_pct"] or 0),
@@ -192,4 +277,93 @@ def live_context(target: Target, params) -> dict:
         "allow_cancel": settings.MONITOR_ALLOW_CANCEL,
         "allow_terminate": settings.MONITOR_ALLOW_TERMINATE,
         "slow_ms": settings.MONITOR_SLOW_QUERY_MS,
+        "explain_sql": explain_prefill(target, params.get("explain")),
+    }
+
+
+def explain_prefill(target: Target, queryid) -> str:
+    """The normalised text of a statement (?explain=<queryid>) for the EXPLAIN form, placeholders kept."""
+    try:
+        queryid = int(queryid)
+    except (TypeError, ValueError):
+        return ""
+    texts = StatementCounter.objects.filter(target=target, queryid=queryid).order_by("-toplevel").values_list("query", flat=True)
+    return texts.first() or ""  # the top-level text (a nested one may read "EXPLAIN ...")
+
+
+# The slow-query page -----------------------------------------------------------------------------
+
+UTILITY_NODES = {"TransactionStmt", "VariableSetStmt", "VariableShowStmt", "DiscardStmt", "DeallocateStmt"}
+UTILITY_PREFIXES = ("BEGIN", "START TRANSACTION", "COMMIT", "END", "ROLLBACK", "ABORT", "SET", "RESET", "SAVEPOINT",
+                    "RELEASE", "SHOW", "DISCARD", "DEALLOCATE")
+
+
+@functools.lru_cache(maxsize=4096)
+def is_utility(query: str) -> bool:
+    """BEGIN, COMMIT, ROLLBACK, SET, SAVEPOINT, RELEASE, SHOW, DISCARD, DEALLOCATE: by the parse
+    tree of the normalised text, by its first words when it does not parse (a truncated text)."""
+    try:
+        statements = pglast.parse_sql(query)
+    except pglast.parser.ParseError:
+        words = " ".join(query.split()).upper()
+        return any(words == p or words.startswith(p + " ") or words.startswith(p + ";") for p in UTILITY_PREFIXES)
+    return bool(statements) and all(type(s.stmt).__name__ in UTILITY_NODES for s in statements)
+
+
+def own_logins(target: Target) -> set[str]:
+    """The console's own logins on a target: its monitor and change users."""
+    return {name for name in (target.username, target.change_username) if name}
+
+
+def slow_query_page(target: Target, window: timedelta, show_own: bool = False, database: str = "", user: str = "",
+                    now=None) -> dict:
+    """Statements over a window from the stored deltas, top-level and nested runs added up per
+    (query, database, user); the console's own logins hidden unless `show_own`; utility
+    statements added up into one row."""
+    now = now or timezone.now()
+    counters = list(StatementCounter.objects.filter(target=target).order_by("toplevel")
+                    .values("queryid", "dbid", "userid", "query", "username", "database"))
+    texts = {c["queryid"]: c["query"] for c in counters}  # the top-level text wins (nested: "EXPLAIN ...")
+    users = {c["userid"]: c["username"] or str(c["userid"]) for c in counters}
+    databases = {c["dbid"]: c["database"] or str(c["dbid"]) for c in counters}
+    own = own_logins(target)
+    deltas = StatementDelta.objects.filter(target=target, window_end__gt=now - window)
+    hidden_own = 0
+    if not show_own:
+        own_ids = [uid for uid, name in users.items() if name in own]
+        hidden_own = deltas.filter(userid__in=own_ids).values("queryid", "userid", "dbid").distinct().count()
+        deltas = deltas.exclude(userid__in=own_ids)
+    if user:
+        deltas = deltas.filter(userid__in=[uid for uid, name in users.items() if name == user])
+    if database:
+        deltas = deltas.filter(dbid__in=[did for did, name in databases.items() if name == database])
+    grouped = list(
+        deltas.values("queryid", "userid", "dbid")
+        .annotate(calls=Sum("calls"), total_exec_ms=Sum("total_exec_ms"), rows=Sum("rows"), max_exec_ms=Max("max_exec_ms"),
+                  shared_blks_hit=Sum("shared_blks_hit"), shared_blks_read=Sum("shared_blks_read"))
+    )
+    total_ms = sum(r["total_exec_ms"] for r in grouped) or 0.0
+    rows, utility = [], {"statements": 0, "calls": 0, "total_exec_ms": 0.0, "rows": 0, "max_exec_ms": None,
+                         "shared_blks_hit": 0, "shared_blks_read": 0}
+    for r in grouped:
+        r.update(query=texts.get(r["queryid"], ""), username=users.get(r["userid"], str(r["userid"])),
+                 database=databases.get(r["dbid"], str(r["dbid"])))
+        if is_utility(r["query"]):
+            utility["statements"] += 1
+            for field in ("calls", "total_exec_ms", "rows", "shared_blks_hit", "shared_blks_read"):
+                utility[field] += r[field] or 0
+            if r["max_exec_ms"] is not None:
+                utility["max_exec_ms"] = max(utility["max_exec_ms"] or 0.0, r["max_exec_ms"])
+        else:
+            rows.append(r)
+    rows.sort(key=lambda r: -r["total_exec_ms"])
+    for r in rows + [utility]:
+        r["mean_ms"] = r["total_exec_ms"] / r["calls"] if r["calls"] else None
+        r["total_pct"] = 100.0 * r["total_exec_ms"] / total_ms if total_ms else None
+        blocks = (r["shared_blks_hit"] or 0) + (r["shared_blks_read"] or 0)
+        r["cache_hit_pct"] = 100.0 * r["shared_blks_hit"] / blocks if blocks else None
+    return {
+        "rows": rows, "utility": utility if utility["statements"] else None, "total_exec_ms": total_ms,
+        "own_logins": sorted(own), "hidden_own": hidden_own,
+        "users": sorted(set(users.values())), "databases": sorted(set(databases.values())),
     }

@@ -166,6 +166,7 @@ def sample_fast(target: Target, pool_checked_out: dict[int, int] | None = None) 
         latency_ms = (time.perf_counter() - started) * 1000
         limits = activity.limits(conn)
         rows = activity.sessions(conn)
+        load = activity.load(conn)
         in_recovery = limits["in_recovery"]
         if in_recovery:
             standby = replication.standby_status(conn)
@@ -178,7 +179,8 @@ def sample_fast(target: Target, pool_checked_out: dict[int, int] | None = None) 
     state = summarize_activity(rows, limits)
     other_connections = state.pop("other_connections")
     state.update(summarize_replication(standby, standbys, primary_view(target) if in_recovery else None))
-    state.update(sampled_at=timezone.now(), sample_error="")
+    tps = series.per_second(target.pk, "xact_total", limits["xact_total"])
+    state.update(load, tps=tps, sampled_at=timezone.now(), sample_error="")
     if not TargetState.objects.filter(target=target).update(**state):  # one statement, but the first time
         TargetState.objects.update_or_create(target=target, defaults=state)
     if pool_checked_out is None:
@@ -199,7 +201,7 @@ def sample_fast(target: Target, pool_checked_out: dict[int, int] | None = None) 
         "connections_idle": by_state.get("idle", 0),
         "connections_idle_in_transaction": by_state.get("idle in transaction", 0) + by_state.get("idle in transaction (aborted)", 0),
         "xact_total": limits["xact_total"],
-        "tps": series.per_second(target.pk, "xact_total", limits["xact_total"]),
+        "tps": tps,
     })
     return True
 
@@ -411,23 +413,30 @@ def record_statement_snapshot(target: Target, rows: list[dict], reset_at, now) -
         identity = dict(zip(StatementCounter.KEY, key))
         before = previous.get(key)
         after_reset = reset or (before is not None and row["calls"] < before.calls)
+        hit, read = row.get("shared_blks_hit") or 0, row.get("shared_blks_read") or 0
         if before is None or after_reset:
             calls, total_ms, n_rows = row["calls"], row["total_exec_ms"], row["rows"]
+            hit_delta, read_delta = hit, read
         else:
             calls, total_ms, n_rows = row["calls"] - before.calls, row["total_exec_ms"] - before.total_exec_ms, row["rows"] - before.rows
+            hit_delta, read_delta = hit - before.shared_blks_hit, read - before.shared_blks_read
         if calls > 0 and not baseline_only:
             deltas.append(StatementDelta(
                 target=target, **identity, window_start=window_start,
                 window_end=now, calls=calls, total_exec_ms=max(0.0, total_ms), rows=max(0, n_rows), after_reset=after_reset,
+                shared_blks_hit=max(0, hit_delta), shared_blks_read=max(0, read_delta), max_exec_ms=row.get("max_exec_ms"),
             ))
         counters.append(StatementCounter(
             target=target, **identity, calls=row["calls"],
             total_exec_ms=row["total_exec_ms"], rows=row["rows"], query=row["query"] or "", seen_at=now,
+            shared_blks_hit=hit, shared_blks_read=read, max_exec_ms=row.get("max_exec_ms"),
+            username=row.get("username") or "", database=row.get("database") or "",
         ))
     StatementDelta.objects.bulk_create(deltas, batch_size=1000)
     StatementCounter.objects.bulk_create(
         counters, batch_size=1000, update_conflicts=True, unique_fields=["target", *StatementCounter.KEY],
-        update_fields=["calls", "total_exec_ms", "rows", "query", "seen_at"],
+        update_fields=["calls", "total_exec_ms", "rows", "query", "seen_at", "shared_blks_hit", "shared_blks_read",
+                       "max_exec_ms", "username", "database"],
     )
     if reset:
         state.statements_notice = f"pg_stat_statements was reset at {reset_at:%Y-%m-%d %H:%M:%S} UTC; deltas restart from there."

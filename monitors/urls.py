@@ -20,6 +20,7 @@ register_converter(SignedIntConverter, "sint")
 urlpatterns = [
     path("fleet/targets/<int:target_id>/explain/", views.explain, name="target-explain"),
     path("fleet/targets/<int:target_id>/sessions/<int:pid>/<str:verb>/", views.session_action, name="target-session"),
+    path("fleet/targets/<int:target_id>/queries/", views.slow_queries, name="slow-queries"),
     path("fleet/targets/<int:target_id>/queries/<sint:queryid>/", views.query_history, name="query-history"),
     path("fleet/targets/<int:target_id>/queries/<sint:queryid>/series/<str:name>.json", views.statement_series,
          name="statement-series"),

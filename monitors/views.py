@@ -1,5 +1,7 @@
 """Live target regions, query history, EXPLAIN, cancel/terminate, alert thresholds."""
 
+from urllib.parse import urlencode
+
 from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, JsonResponse
@@ -13,7 +15,7 @@ from console.pg import activity, explain as pg_explain
 from console.roles import ADMIN, OPERATOR, action, bad_request, forbidden
 from monitors import alerts, charts, panels, series
 from monitors.forms import ThresholdForm
-from monitors.models import AlertThreshold, StatementCounter
+from monitors.models import AlertThreshold, StatementCounter, TargetState
 
 
 PG_INT4_MAX = 2**31 - 1
@@ -43,6 +45,28 @@ def query_history(request, target_id, queryid):
         "calls_chart": charts.sparkline([(d["window_end"], d["calls"]) for d in deltas], width=640, height=80),
     }
     return render(request, "monitors/query_history.html", context)
+
+
+def slow_queries(request, target_id):
+    """pg_stat_statements over a window, from the stored deltas; the table is a partial for htmx."""
+    target = get_object_or_404(Target, pk=target_id)
+    if target.role == Target.Role.PGBOUNCER:
+        raise Http404("PgBouncer has no pg_stat_statements")
+    window_name = _window(request, "1h")
+    filters = {"show_own": request.GET.get("own") == "shown", "database": request.GET.get("database", ""),
+               "user": request.GET.get("user", "")}
+    shown = {"window": window_name, "own": "shown" if filters["show_own"] else "", "database": filters["database"],
+             "user": filters["user"]}
+    context = {"target": target, "window": window_name, **filters,
+               "window_links": [(w, _query(shown, window=w)) for w in panels.WINDOWS],
+               "own_toggle": _query(shown, own="" if filters["show_own"] else "shown"),
+               "state": TargetState.objects.filter(target=target).first(),
+               **panels.slow_query_page(target, panels.WINDOWS[window_name], **filters)}
+    return render(request, "monitors/slow_queries.html#table" if request.htmx else "monitors/slow_queries.html", context)
+
+
+def _query(params: dict, **changes) -> str:
+    return "?" + urlencode({k: v for k, v in {**params, **changes}.items() if v})
 
 
 def target_series(request, target_id, name):

@@ -28,6 +28,19 @@ LIMITS = text(
     """
 )
 
+# What the overview shows of a target's load, besides its sessions and transaction counters.
+LOAD = text(
+    """
+    SELECT (SELECT max(EXTRACT(EPOCH FROM now() - xact_start))::float8 FROM pg_stat_activity
+             WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()) AS oldest_xact_s,
+           (SELECT 100.0 * blks_hit / nullif(blks_hit + blks_read, 0) FROM pg_stat_database
+             WHERE datname = current_database())::float8 AS cache_hit_pct,
+           pg_database_size(current_database()) AS database_size_bytes,
+           (SELECT max(age(datfrozenxid)) FROM pg_database)::float8 / 2147483648 * 100 AS xid_age_pct,
+           pg_postmaster_start_time() AS server_started_at
+    """
+)
+
 
 def sessions(conn: Connection, query_chars: int = 2000) -> list[dict]:
     return [dict(row) for row in conn.execute(SESSIONS, {"query_chars": query_chars}).mappings()]
@@ -35,6 +48,10 @@ def sessions(conn: Connection, query_chars: int = 2000) -> list[dict]:
 
 def limits(conn: Connection) -> dict:
     return dict(conn.execute(LIMITS).mappings().one())
+
+
+def load(conn: Connection) -> dict:
+    return dict(conn.execute(LOAD).mappings().one())
 
 
 def cancel(conn: Connection, pid: int) -> bool:

@@ -19,10 +19,14 @@ STATS_RESET = text("SELECT stats_reset FROM pg_stat_statements_info")
 
 STATEMENTS = text(
     """
-    SELECT queryid, dbid, userid, toplevel, calls, total_exec_time::float8 AS total_exec_ms, rows,
-           shared_blks_hit, shared_blks_read, left(query, :query_chars) AS query
-      FROM pg_stat_statements
-     WHERE queryid IS NOT NULL
+    SELECT s.queryid, s.dbid, s.userid, s.toplevel, s.calls, s.total_exec_time::float8 AS total_exec_ms, s.rows,
+           s.shared_blks_hit, s.shared_blks_read, s.max_exec_time::float8 AS max_exec_ms,
+           coalesce(r.rolname, '') AS username, coalesce(d.datname, '') AS database,
+           left(s.query, :query_chars) AS query
+      FROM pg_stat_statements s
+      LEFT JOIN pg_roles r ON r.oid = s.userid
+      LEFT JOIN pg_database d ON d.oid = s.dbid
+     WHERE s.queryid IS NOT NULL
     """
 )
 
