@@ -1,6 +1,7 @@
 from django import forms
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db.models import Q
 
 from console.models import Job, Target
 from console.validators import validate_tags
@@ -113,7 +114,8 @@ class AuditFilterForm(forms.Form):
     outcome = forms.ChoiceField(
         required=False, choices=[("", "any outcome"), ("ok", "ok"), ("denied", "denied"), ("failed", "failed")]
     )
-    object_type = forms.CharField(required=False, label="Object")
+    object_type = forms.CharField(required=False, label="Object type")
+    object_name = forms.CharField(required=False, label="Object name")
     since = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
     until = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
 
@@ -121,7 +123,14 @@ class AuditFilterForm(forms.Form):
                "object_type": "object_type__icontains", "since": "created_at__gte", "until": "created_at__lte"}
 
     def filter(self, events):
-        return _filtered(self, events)
+        events = _filtered(self, events)
+        name = self.cleaned_data.get("object_name") if self.is_valid() else ""
+        if name:
+            # An onboarding is audited against its job and names its tenants in detail["tenants"];
+            # an approval's events name their object in detail["object"].
+            events = events.filter(Q(object_repr__icontains=name) | Q(detail__tenants__icontains=name)
+                                   | Q(detail__object__icontains=name))
+        return events
 
 
 class JobFilterForm(forms.Form):

@@ -355,6 +355,17 @@ class AuditEvent(models.Model):
     def __str__(self):
         return f"{self.actor_username} {self.action} {self.object_repr} {self.outcome}"
 
+    # object_type (a model name) -> the URL name of that object's page
+    OBJECT_PAGES = {"target": "target-detail", "job": "job-detail", "tenant": "tenant-detail",
+                    "approval": "approval-detail", "change": "change-plan", "backfill": "backfill-detail"}
+
+    def object_url(self) -> str | None:
+        """The audited object's page, or None (no object, or a kind without a page)."""
+        page = self.OBJECT_PAGES.get(self.object_type)
+        if page is None or not self.object_id.isdigit():
+            return None
+        return reverse(page, args=[int(self.object_id)])
+
 
 class Approval(models.Model):
     """Four eyes on one action: what exactly was asked for (a digest of what the approver is shown),

@@ -32,6 +32,7 @@ urlpatterns = [
     path("jobs/<int:job_id>/cancel/", jobs.job_cancel, name="job-cancel"),
     path("jobs/<int:job_id>/retry/", jobs.job_retry, name="job-retry"),
     path("audit/", audit.audit_list, name="audit"),
+    path("audit/export.csv", audit.audit_export, name="audit-export"),
     path("approvals/", approvals.approval_list, name="approvals"),
     path("approvals/<int:approval_id>/", approvals.approval_detail, name="approval-detail"),
     path("approvals/<int:approval_id>/decide/", approvals.approval_decide, name="approval-decide"),

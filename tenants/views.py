@@ -105,7 +105,7 @@ def tenant_onboard(request):
                 form.add_error(None, message)
             audit.record(request, "tenant.onboard", outcome="failed", detail={"errors": exc.messages[:20]})
         else:
-            audit.record(request, "tenant.onboard", job, detail={"slugs": [t.slug for t in tenants][:200],
+            audit.record(request, "tenant.onboard", job, detail={"tenants": [t.slug for t in tenants],
                                                                  "target": form.cleaned_data["target"].name})
             if len(tenants) == 1:
                 messages.success(request, f"Onboarding {tenants[0].slug}: each step shows below as it completes.")

@@ -4,7 +4,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from console import jobs
+from console import audit, jobs
 from console.models import Job
 from tenants import onboarding
 from tenants.management.jobcommand import add_job_arguments, target_and_parallelism
@@ -39,6 +39,8 @@ class Command(BaseCommand):
             with transaction.atomic():
                 tenants = onboarding.create_tenants(specs, target)
                 job = onboarding.start_onboarding(tenants, send=False)
+                audit.record(None, "tenant.onboard", job, detail={"tenants": [t.slug for t in tenants],
+                                                                  "target": target.name, "via": "manage.py"})
         except ValidationError as exc:
             raise CommandError("\n".join(exc.messages)) from None
         self.stdout.write(f"job #{job.pk}: onboarding {len(tenants)} tenant(s) onto {target.name}")
