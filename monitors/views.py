@@ -57,7 +57,8 @@ def slow_queries(request, target_id):
                "user": request.GET.get("user", "")}
     shown = {"window": window_name, "own": "shown" if filters["show_own"] else "", "database": filters["database"],
              "user": filters["user"]}
-    context = {"target": target, "window": window_name, **filters,
+    context = {"target": target, "window": window_name, "show_own": filters["show_own"],
+               "selected_database": filters["database"], "selected_user": filters["user"],  # "user" is the login's
                "window_links": [(w, _query(shown, window=w)) for w in panels.WINDOWS],
                "own_toggle": _query(shown, own="" if filters["show_own"] else "shown"),
                "state": TargetState.objects.filter(target=target).first(),
