@@ -103,6 +103,21 @@ def facts(change: Change) -> dict:
             "error": ""}
 
 
+def tenant_catalog(tenant, script: str) -> plans.Catalog:
+    """What the checks of the application's pending SQL may know of one tenant: its tables' rows
+    and which functions the SQL calls are volatile in its database. Empty if it cannot be read."""
+    called = sorted(plans.functions_in_script(script))
+
+    def read(conn):
+        return pg_catalog.schema_rows(conn, tenant.schema_name), pg_catalog.volatile_functions(conn, called)
+
+    try:
+        rows, volatile = _read(tenant.target, tenant.database_name or "", read)
+    except ChangeRefused:
+        return plans.Catalog()
+    return plans.Catalog(rows=rows, volatile=volatile, read=True)
+
+
 # Overrides and approvals ------------------------------------------------------------------------
 
 

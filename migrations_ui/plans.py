@@ -138,6 +138,14 @@ def functions_in(node) -> set[str]:
     return found.names
 
 
+def functions_in_script(script: str) -> set[str]:
+    """The names of the functions a script calls anywhere ('' if it does not parse)."""
+    try:
+        return set().union(*(functions_in(p.stmt) for p in locks.parse(script)))
+    except ParseError:
+        return set()
+
+
 def _relation_keys(relation) -> list[str]:
     if relation is None:
         return []

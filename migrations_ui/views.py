@@ -13,6 +13,7 @@ from migrations_ui import changes, plans, services
 from migrations_ui.forms import BackfillForm, ChangeForm
 from migrations_ui.models import Backfill, Change
 from tenants import migrator
+from tenants.models import Tenant
 
 APP_PLAN_SCHEMA = "tenant"  # the version table's schema in the rendered SQL: any tenant's
 
@@ -207,13 +208,18 @@ def change_stage_request(request, pk, stage):
 
 
 def app_plan(request):
-    """The application's pending revisions (tenants/app_schema), linted revision by revision."""
+    """The application's pending revisions (tenants/app_schema), linted revision by revision; for
+    one tenant, from its version and with its tables' sizes (read from its target, explicitly)."""
     revisions = [r.revision for r in reversed(list(migrator.script_directory().walk_revisions()))]
-    start = request.GET.get("from", "")
+    tenants = Tenant.objects.filter(state=Tenant.State.ACTIVE).select_related("target").order_by("slug")
+    tenant = tenants.filter(pk=request.GET["tenant"]).first() if request.GET.get("tenant", "").isdigit() else None
+    start = request.GET.get("from") or (tenant.schema_version if tenant else "")
     if start not in revisions:
         start = ""
-    script = migrator.pending_sql(APP_PLAN_SCHEMA, start)
-    planned, squawk_ran = plans.app_plan(script)
+    script = migrator.pending_sql(tenant.schema_name if tenant else APP_PLAN_SCHEMA, start)
+    catalog = changes.tenant_catalog(tenant, script) if tenant else None
+    planned, squawk_ran = plans.app_plan(script, catalog)
     return render(request, "migrations_ui/app_plan.html", {
         "revisions": revisions, "start": start, "planned": planned, "squawk_ran": squawk_ran,
+        "tenants": tenants, "tenant": tenant, "catalog": catalog,
         "flagged": [f for r in planned for f in r.flagged]})

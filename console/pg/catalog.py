@@ -132,3 +132,19 @@ def plan_expression(conn: Connection, expression_sql: str, schema: str, table: s
         value = sql.SQL("{}::{}").format(value, sql.SQL(cast_to))
     statement = sql.SQL("EXPLAIN SELECT {} FROM {}").format(value, sql.Identifier(schema, table))
     conn.connection.driver_connection.cursor().execute(statement)
+
+
+_SCHEMA_ROWS = text(
+    """
+    SELECT c.relname AS table, CASE WHEN c.reltuples < 0 THEN s.n_live_tup ELSE c.reltuples END::bigint AS rows
+      FROM pg_class c
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+      LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+     WHERE n.nspname = :schema AND c.relkind IN ('r', 'p')
+    """
+)
+
+
+def schema_rows(conn: Connection, schema: str) -> dict[str, int | None]:
+    """Estimated rows of each table of one schema, by table name."""
+    return {row["table"]: row["rows"] for row in conn.execute(_SCHEMA_ROWS, {"schema": schema}).mappings()}

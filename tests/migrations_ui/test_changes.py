@@ -130,15 +130,22 @@ def test_it_picks_table_and_columns_in_a_browser_and_shows_the_plan(page, users,
     page.fill("#id_password", "operator-pw-123")
     page.click("button[type=submit]")
     expect(page.locator("h1")).to_have_text("New change")
+    page.wait_for_load_state("load")  # htmx has processed the page
+
+    def pickers_reloaded():  # htmx swapped the pickers in and is done with them
+        expect(page.locator("#change-form .htmx-request, #change-pickers.htmx-added, .htmx-settling")).to_have_count(0)
 
     expect(page.locator("#id_column")).to_have_count(0)  # a new column is the first kind: no column picker
     page.select_option("#id_target", label="demo-primary")
     expect(page.locator("#id_table option[value='public.pgbench_accounts']")).to_have_count(1)
+    pickers_reloaded()
     page.select_option("#id_kind", "set_not_null")
     expect(page.locator("#id_column")).to_have_count(1)
     expect(page.locator("#id_new_column")).to_have_count(0)
+    pickers_reloaded()
     page.select_option("#id_table", "public.pgbench_accounts")
     expect(page.locator("#id_column option[value='abalance']")).to_have_count(1)
+    pickers_reloaded()
     page.select_option("#id_column", "filler")
     page.fill("#id_backfill_expression", "'-'")
     page.screenshot(path=str(artifacts / "change-new.png"), full_page=True)

@@ -186,3 +186,22 @@ def test_it_shows_the_plans_in_a_browser(page, users, change, artifacts, transac
     page.click("#app-plan-from button")
     page.wait_for_selector("[data-rule='non-concurrent-index']")
     page.screenshot(path=str(artifacts / "app-plan.png"), full_page=True)
+
+
+def test_it_lints_a_tenants_pending_revisions_with_its_table_sizes(transactional_db, client_as, demo_targets, fleet):
+    from tests.tenants.helpers import onboard, unique_slug
+
+    (tenant,) = onboard(demo_targets["demo-primary"], (unique_slug("plan"), "Plan Ltd"))
+    with superuser(fleet) as conn:
+        conn.execute(f'ANALYZE "{tenant.schema_name}".documents')
+        rows = conn.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = %s::regclass",
+                            (f"{tenant.schema_name}.documents",)).fetchone()[0]
+
+    at_head = client_as("viewer").get("/migrations/app/", {"tenant": tenant.pk})
+    from_0002 = client_as("viewer").get("/migrations/app/", {"tenant": tenant.pk, "from": "0002"})
+
+    assert tenant.schema_version == "0003" and at_head.context["planned"] == []
+    assert from_0002.context["catalog"].read and 'id="catalog-unread"' not in from_0002.content.decode()
+    index = next(s for s in from_0002.context["planned"][0].statements if s.sql.startswith("CREATE INDEX"))
+    message = next(f.message for f in index.flagged if f.rule == "non-concurrent-index")
+    assert f"about {rows:,} rows" in message
