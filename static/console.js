@@ -33,3 +33,21 @@ document.addEventListener("click", (event) => {
     () => { window.getSelection().selectAllChildren(button.previousElementSibling); button.textContent = "Selected: press Ctrl+C"; },
   );
 });
+
+// <button data-nav-toggle aria-controls="mainnav">: on narrow screens the navigation folds behind
+// it (the CSS does the folding once the header is .nav-collapsible; without JavaScript it wraps).
+document.addEventListener("DOMContentLoaded", () => {
+  const toggle = document.querySelector("[data-nav-toggle]");
+  if (!toggle) return;
+  const header = toggle.closest("header");
+  const setOpen = (open) => {
+    header.classList.toggle("nav-open", open);
+    toggle.setAttribute("aria-expanded", String(open));
+  };
+  toggle.hidden = false;
+  header.classList.add("nav-collapsible");
+  toggle.addEventListener("click", () => setOpen(toggle.getAttribute("aria-expanded") !== "true"));
+  header.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && header.classList.contains("nav-open")) { setOpen(false); toggle.focus(); }
+  });
+});
