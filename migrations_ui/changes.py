@@ -77,30 +77,25 @@ def create(*, user, **fields) -> Change:
 
 
 def facts(change: Change) -> dict:
-    """The table's size, estimated rows and rows to backfill, and the catalog the checks use;
-    `error` says why they could not be read."""
+    """The table's size, estimated rows and rows to backfill; `error` says why they could not be read."""
     def read(conn):
         stats = pg_catalog.table_stats(conn, change.schema, change.table)
         null_fraction = None
         if change.kind == Change.Kind.SET_NOT_NULL:
             null_fraction = pg_catalog.null_fraction(conn, change.schema, change.table, change.column)
-        valid = ddl.valid_not_null_check(conn, change.schema, change.table, change.column) if change.column else None
-        return stats, null_fraction, valid
+        return stats, null_fraction
 
     try:
-        stats, null_fraction, valid = _read(change.target, change.database, read)
+        stats, null_fraction = _read(change.target, change.database, read)
     except ChangeRefused as exc:
-        return {"error": str(exc), "catalog": plans.Catalog()}
+        return {"error": str(exc)}
     rows = stats.rows if stats else None
-    catalog = plans.Catalog(rows={change.table: rows, f"{change.schema}.{change.table}": rows}, read=True,
-                            valid_not_null={(change.table, change.column)} if valid else set())
     to_backfill = None
     if rows is not None and change.kind == Change.Kind.ADD_NOT_NULL_COLUMN:
         to_backfill = rows
     elif rows is not None and change.kind == Change.Kind.SET_NOT_NULL and null_fraction is not None:
         to_backfill = round(rows * null_fraction)
-    return {"stats": stats, "rows_to_backfill": to_backfill, "null_fraction": null_fraction, "catalog": catalog,
-            "error": ""}
+    return {"stats": stats, "rows_to_backfill": to_backfill, "null_fraction": null_fraction, "error": ""}
 
 
 def tenant_catalog(tenant, script: str) -> plans.Catalog:
