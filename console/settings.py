@@ -326,6 +326,21 @@ CELERY_BEAT_SCHEDULE["tenants-refresh-health"] = {
 }
 EXPLAIN_STATEMENT_TIMEOUT_MS = envint("EXPLAIN_STATEMENT_TIMEOUT_MS", 10000)
 
+# Backups and restore drills (monitors/drills/, console/pg/backup.py).
+BACKUP_DIR = env("BACKUP_DIR", str(BASE_DIR / ".fleet" / "backups"))
+BACKUP_PG_DUMP = env("BACKUP_PG_DUMP", "/usr/lib/postgresql/15/bin/pg_dump")
+BACKUP_PG_RESTORE = env("BACKUP_PG_RESTORE", "/usr/lib/postgresql/15/bin/pg_restore")
+BACKUP_PG_AMCHECK = env("BACKUP_PG_AMCHECK", "/usr/lib/postgresql/15/bin/pg_amcheck")
+BACKUP_JOBS = envint("BACKUP_JOBS", 2)  # parallel jobs of pg_dump, pg_restore and pg_amcheck
+BACKUP_STATEMENT_TIMEOUT_MS = envint("BACKUP_STATEMENT_TIMEOUT_MS", 3600000)  # exact counts of big tables
+BACKUP_TOOL_TIMEOUT_S = envfloat("BACKUP_TOOL_TIMEOUT_S", 6 * 3600.0)
+DRILL_SWEEP_INTERVAL_S = envfloat("DRILL_SWEEP_INTERVAL_S", 300.0)
+CELERY_BEAT_SCHEDULE["monitors-sweep-drills"] = {
+    "task": "monitors.sweep_drills",
+    "schedule": DRILL_SWEEP_INTERVAL_S,
+    "options": {"expires": DRILL_SWEEP_INTERVAL_S},
+}
+
 # Lock-safe DDL (console/pg/ddl.py): each statement waits at most DDL_LOCK_TIMEOUT_MS for its
 # lock, so application queries never queue behind it for longer; retried on 55P03 with backoff.
 DDL_LOCK_TIMEOUT_MS = envint("DDL_LOCK_TIMEOUT_MS", 1000)

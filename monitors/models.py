@@ -375,3 +375,6 @@ class Alert(models.Model):
     @classmethod
     def open(cls):
         return cls.objects.filter(closed_at__isnull=True)
+
+
+from monitors.drills.models import Backup, BackupPolicy, DrillRun  # noqa: E402, F401  (the app's models too)

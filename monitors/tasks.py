@@ -8,6 +8,7 @@ import random
 from celery import shared_task
 
 from monitors import checks, samplers, series
+from monitors.drills import restores  # registers the backup and drill job runners too
 from monitors.models import SamplerHealth
 
 
@@ -43,3 +44,8 @@ def dispatch_round(sampler: str) -> dict:
 @shared_task(name="monitors.cleanup")
 def cleanup() -> dict:
     return {**series.cleanup(), "rounds_deleted": samplers.forget_rounds()}
+
+
+@shared_task(name="monitors.sweep_drills")
+def sweep_drills() -> dict:
+    return restores.sweep()

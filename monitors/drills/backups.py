@@ -1,0 +1,122 @@
+"""The backup job (`drills.backup`) and retention.
+
+A backup is a directory-format pg_dump taken in a snapshot exported by a REPEATABLE READ
+transaction held open for the whole dump; the manifest (exact row counts per table, Alembic
+versions, extensions) is read in that same transaction, and a SHA-256 of every file is added
+once the dump is written. A re-delivered job starts its backup over (same row, fresh directory).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.utils import timezone
+
+from console import jobs
+from console.pg import backup as pg_backup
+from console.secrets import redact
+from console.validators import validate_pg_name
+from monitors.drills.models import Backup, BackupPolicy
+
+log = logging.getLogger(__name__)
+
+
+def backup_directory(backup: Backup) -> Path:
+    root = backup.policy.directory() if backup.policy else Path(settings.BACKUP_DIR)
+    return root / backup.target.name / backup.database / f"backup-{backup.pk}"
+
+
+def database_of(job) -> str:
+    database = job.params.get("database") or job.target.dbname
+    validate_pg_name(database)  # it reaches pg_dump's --dbname, which would take a conninfo string
+    return database
+
+
+def take_backup(ctx: jobs.JobContext, done: int = 1) -> Backup:
+    """This job's backup: taken now, or the one an earlier attempt finished."""
+    job = ctx.job
+    database = database_of(job)
+    backup = Backup.objects.filter(job=job).first()
+    if backup is not None and backup.state == Backup.State.DONE:
+        return backup
+    if backup is None:
+        policy = BackupPolicy.objects.filter(target=job.target, database=database).first()
+        backup = Backup.objects.create(target=job.target, database=database, job=job, policy=policy)
+    directory = backup_directory(backup)
+    shutil.rmtree(directory, ignore_errors=True)  # what an earlier attempt left
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    ctx.raise_if_stopped()
+    ctx.log(f"backing up {job.target.name}/{database} into {directory}")
+    started = time.monotonic()
+    try:
+        with pg_backup.exported_snapshot(job.target, database) as snapshot:
+            ctx.log(f"snapshot {snapshot.snapshot_id} exported at {snapshot.taken_at:%H:%M:%S}; "
+                    f"{len(snapshot.tables)} tables counted in it")
+            pg_backup.pg_dump_snapshot(job.target, database, snapshot.snapshot_id, directory, jobs=settings.BACKUP_JOBS)
+        files = pg_backup.file_checksums(directory)
+    except Exception as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        Backup.objects.filter(pk=backup.pk).update(
+            state=Backup.State.FAILED, error=redact(str(exc), *job.target.known_passwords())[:2000])
+        raise
+    manifest = {
+        "snapshot_id": snapshot.snapshot_id,
+        "tables": snapshot.tables,
+        "alembic": snapshot.alembic,
+        "extensions": snapshot.extensions,
+        "files": files,
+    }
+    fields = {
+        "state": Backup.State.DONE, "snapshot_at": snapshot.taken_at, "manifest": manifest, "path": str(directory),
+        "size_bytes": sum(f["bytes"] for f in files.values()), "duration_s": time.monotonic() - started, "error": "",
+    }
+    ctx.run_unit(lambda: Backup.objects.filter(pk=backup.pk).update(**fields), done,
+                 {**ctx.checkpoint_data, "backup_id": backup.pk})
+    backup.refresh_from_db()
+    ctx.log(f"backup {backup.pk}: {len(files)} files, {backup.size_bytes} bytes in {backup.duration_s:.1f} s")
+    return backup
+
+
+@jobs.runner("drills.backup")
+def run_backup(ctx: jobs.JobContext) -> dict:
+    ctx.set_total(1, "steps")
+    backup = take_backup(ctx)
+    removed = apply_retention(backup.policy) if backup.policy else []
+    return {"backup_id": backup.pk, "size_bytes": backup.size_bytes, "removed_backups": removed}
+
+
+# Retention -----------------------------------------------------------------------------------
+
+
+def removable(policy: BackupPolicy, now=None) -> list[Backup]:
+    """The policy's backups that retention may remove: outside keep_count and keep_days, and older
+    than a verified backup that stays. The newest verified backup always stays, so there is never
+    zero; with none verified yet, nothing goes."""
+    now = now or timezone.now()
+    done = list(Backup.restorable().filter(policy=policy).order_by("-snapshot_at", "-id"))
+    verified = [b for b in done if b.verified_at is not None]
+    if not verified or (policy.keep_count is None and policy.keep_days is None):
+        return []
+    newest_verified = verified[0]
+    kept = {b.pk for b in done[: policy.keep_count]} if policy.keep_count is not None else set()
+    if policy.keep_days is not None:
+        kept |= {b.pk for b in done if b.snapshot_at >= now - timedelta(days=policy.keep_days)}
+    kept.add(newest_verified.pk)
+    return [b for b in done if b.pk not in kept and b.snapshot_at < newest_verified.snapshot_at]
+
+
+def apply_retention(policy: BackupPolicy, now=None) -> list[int]:
+    removed = []
+    for backup in removable(policy, now):
+        if backup.path:
+            shutil.rmtree(backup.path, ignore_errors=True)
+        Backup.objects.filter(pk=backup.pk, state=Backup.State.DONE).update(state=Backup.State.REMOVED)
+        removed.append(backup.pk)
+    if removed:
+        log.info("retention of %s removed backups %s", policy, removed)
+    return removed

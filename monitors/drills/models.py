@@ -1,0 +1,112 @@
+"""Backup policies, backups and drill runs (imported by monitors.models, so the app owns them)."""
+
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+
+def validate_cron(expression: str) -> None:
+    if not expression:
+        return
+    from celery.schedules import crontab
+
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValidationError("a cron expression has five fields: minute hour day-of-month month day-of-week")
+    try:
+        crontab(*fields)
+    except (ValueError, TypeError) as exc:
+        raise ValidationError(f"not a cron expression: {exc}") from exc
+
+
+class BackupPolicy(models.Model):
+    """When to back up one database of a target, how many backups to keep, and where."""
+
+    target = models.ForeignKey("console.Target", on_delete=models.CASCADE, related_name="backup_policies")
+    database = models.CharField(max_length=63)
+    every_hours = models.PositiveIntegerField(null=True, blank=True)
+    cron = models.CharField(max_length=100, blank=True, validators=[validate_cron])
+    keep_count = models.PositiveIntegerField(null=True, blank=True)
+    keep_days = models.PositiveIntegerField(null=True, blank=True)
+    destination = models.CharField(max_length=500, blank=True)  # empty: BACKUP_DIR
+    scratch = models.ForeignKey("console.Target", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Read-only statements a drill runs on the restored copy; each must return at least one row.
+    smoke_queries = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["target", "database"], name="one_backup_policy_per_database")]
+
+    def __str__(self):
+        return f"{self.target.name}/{self.database}"
+
+    def directory(self) -> Path:
+        return Path(self.destination or settings.BACKUP_DIR)
+
+
+class Backup(models.Model):
+    class State(models.TextChoices):
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+        REMOVED = "removed", "Removed by retention"
+
+    policy = models.ForeignKey(BackupPolicy, null=True, blank=True, on_delete=models.SET_NULL, related_name="backups")
+    target = models.ForeignKey("console.Target", on_delete=models.CASCADE, related_name="backups")
+    database = models.CharField(max_length=63)
+    job = models.ForeignKey("console.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    state = models.CharField(max_length=8, choices=State.choices, default=State.RUNNING)
+    snapshot_at = models.DateTimeField(null=True, blank=True)
+    # {"tables": [{"schema", "table", "rows"}], "alembic": {schema: [version]}, "extensions": [...],
+    #  "files": {name: {"sha256", "bytes"}}}, all taken in the backup's snapshot.
+    manifest = models.JSONField(default=dict, blank=True)
+    path = models.CharField(max_length=500, blank=True)
+    size_bytes = models.BigIntegerField(null=True, blank=True)
+    duration_s = models.FloatField(null=True, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)  # a drill restored and verified it
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"backup {self.pk} of {self.target.name}/{self.database}"
+
+    @classmethod
+    def restorable(cls):
+        return cls.objects.filter(state=cls.State.DONE)
+
+
+class DrillRun(models.Model):
+    backup = models.ForeignKey(Backup, null=True, on_delete=models.SET_NULL, related_name="drills")
+    scratch = models.ForeignKey("console.Target", null=True, on_delete=models.SET_NULL, related_name="drill_runs")
+    job = models.ForeignKey("console.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    database_name = models.CharField(max_length=63, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    dropped_at = models.DateTimeField(null=True, blank=True)  # the scratch database is gone
+    steps = models.JSONField(default=list, blank=True)  # [{"name", "started_at", "seconds", "note"}]
+    rto_s = models.FloatField(null=True, blank=True)  # drill start to verified
+    rpo_s = models.FloatField(null=True, blank=True)  # drill start minus the backup's snapshot time
+    bytes_restored = models.BigIntegerField(null=True, blank=True)  # size of the restored database
+    # What verification compared: [{"check", "object", "expected", "found"}], one row per difference.
+    differences = models.JSONField(default=list, blank=True)
+    verification = models.JSONField(default=dict, blank=True)  # tables compared, smoke queries, amcheck
+    passed = models.BooleanField(null=True)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"drill {self.pk}"
+
+    @property
+    def rto(self) -> timedelta | None:
+        return timedelta(seconds=self.rto_s) if self.rto_s is not None else None

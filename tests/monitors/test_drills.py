@@ -1,0 +1,249 @@
+"""Backups and restore drills on the real fleet: demo-primary's demo database (its pgbench tables)
+backed up, restored into demo-scratch, verified against the manifest, the scratch database gone."""
+
+import hashlib
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from console import jobs
+from console.models import Job
+from console.pg import backup as pg_backup
+from monitors.drills import backups, restores
+from monitors.drills.models import Backup, BackupPolicy, DrillRun
+from tests import servers
+from tests.waiting import wait_for_backend, wait_until
+
+
+@pytest.fixture(scope="module")
+def amcheck_on_scratch(fleet):
+    """What docs/deployment.md asks of a scratch server's superuser: amcheck in template1, its
+    functions executable by the change login, so every drill database has them."""
+    with servers.superuser(fleet, "scratch", "template1") as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+        conn.execute("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO fleet_owner")
+
+
+@pytest.fixture
+def policy(demo_targets, tmp_path, amcheck_on_scratch):
+    return BackupPolicy.objects.create(
+        target=demo_targets["demo-primary"], database="demo", keep_count=1, destination=str(tmp_path),
+        scratch=demo_targets["demo-scratch"], smoke_queries=["SELECT aid FROM pgbench_accounts LIMIT 1"],
+    )
+
+
+def drill_databases(fleet) -> list[str]:
+    with servers.superuser(fleet, "scratch", "postgres") as conn:
+        return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'fleet\\_drill\\_%'")]
+
+
+def true_counts(fleet) -> dict[str, int]:
+    with servers.superuser(fleet, "primary", "demo") as conn:
+        tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        return {f"public.{t}": conn.execute(f'SELECT count(*) FROM public."{t}"').fetchone()[0] for t in tables}
+
+
+def backup_now(run_here, policy) -> Backup:
+    job = run_here(jobs.create("drills.backup", target=policy.target, params={"database": "demo"}, send=False))
+    assert job.state == Job.State.SUCCEEDED, job.error
+    return Backup.objects.get(job=job)
+
+
+def drill_now(run_here, backup, **params) -> tuple[Job, DrillRun]:
+    job = run_here(jobs.create("drills.drill", target=backup.target, params={"backup_id": backup.pk, **params}, send=False))
+    return job, DrillRun.objects.get(job=job)
+
+
+def test_it_backs_up_with_exact_counts_and_checksums_in_the_manifest(transactional_db, fleet, policy, run_here):
+    backup = backup_now(run_here, policy)
+
+    manifest = backup.manifest
+    counts = {f"{t['schema']}.{t['table']}": t["rows"] for t in manifest["tables"]}
+    assert counts == true_counts(fleet)
+    assert counts["public.pgbench_accounts"] == 100000
+    directory = Path(backup.path)
+    assert "toc.dat" in manifest["files"]
+    assert set(manifest["files"]) == {p.name for p in directory.iterdir()}
+    for name, entry in manifest["files"].items():
+        assert hashlib.sha256((directory / name).read_bytes()).hexdigest() == entry["sha256"]
+    assert backup.size_bytes == sum(p.stat().st_size for p in directory.iterdir())
+    assert backup.snapshot_at is not None and backup.duration_s > 0 and backup.verified_at is None
+
+
+def test_it_passes_a_drill_with_rto_and_rpo_and_drops_the_scratch_database(transactional_db, fleet, policy, run_here):
+    backup = backup_now(run_here, policy)
+
+    job, run = drill_now(run_here, backup)
+
+    assert job.state == Job.State.SUCCEEDED, job.error
+    assert run.passed is True and run.reason == "" and run.differences == []
+    assert [s["name"] for s in run.steps] == [
+        "checksums", "create database", "extensions", "restore", "compare tables", "smoke queries", "amcheck"]
+    assert all(s["seconds"] is not None for s in run.steps)
+    assert run.rto_s == (run.verified_at - run.started_at).total_seconds() and run.rto_s > 0
+    assert run.rpo_s == (run.started_at - backup.snapshot_at).total_seconds() and run.rpo_s > 0
+    assert run.bytes_restored > 0
+    assert {t["table"]: t["rows"] == t["expected"] for t in run.verification["tables"]}["pgbench_accounts"]
+    assert run.verification["smoke"][0]["rows"] == 1
+    assert run.verification["amcheck"] == ["no problems found"]
+    backup.refresh_from_db()
+    assert backup.verified_at == run.verified_at
+    assert run.dropped_at is not None and drill_databases(fleet) == []
+
+
+def test_it_fails_a_tampered_backup_with_a_clear_reason_and_leaves_nothing(transactional_db, fleet, policy, run_here):
+    backup = backup_now(run_here, policy)
+    data_file = next(p for p in sorted(Path(backup.path).iterdir()) if p.name != "toc.dat")
+    with open(data_file, "ab") as handle:
+        handle.write(b"tampered")
+
+    job, run = drill_now(run_here, backup)
+
+    assert job.state == Job.State.FAILED
+    assert run.passed is False
+    assert "do not match its manifest" in run.reason and data_file.name in run.reason
+    assert [d["object"] for d in run.differences] == [data_file.name]
+    assert drill_databases(fleet) == [] and run.dropped_at is not None
+    backup.refresh_from_db()
+    assert backup.verified_at is None
+
+
+def test_it_lists_every_count_that_differs_from_the_manifest(transactional_db, fleet, policy, run_here):
+    backup = backup_now(run_here, policy)
+    for table in backup.manifest["tables"]:
+        if table["table"] in ("pgbench_branches", "pgbench_tellers"):
+            table["rows"] += 1
+    backup.save(update_fields=["manifest"])
+
+    job, run = drill_now(run_here, backup)
+
+    assert job.state == Job.State.FAILED and run.passed is False
+    assert [(d["check"], d["object"]) for d in run.differences] == [
+        ("rows", "public.pgbench_branches"), ("rows", "public.pgbench_tellers")]
+    assert run.differences[0]["expected"] == run.differences[0]["found"] + 1
+    assert "public.pgbench_branches" in run.reason and "1 more differences" in run.reason
+    assert drill_databases(fleet) == []
+
+
+def test_it_compares_with_the_manifest_not_with_the_primary_as_it_is_now(transactional_db, fleet, policy, run_here):
+    backup = backup_now(run_here, policy)
+    with servers.superuser(fleet, "primary", "demo") as conn:
+        conn.execute("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 5, now())")
+    try:
+        job, run = drill_now(run_here, backup)
+    finally:
+        with servers.superuser(fleet, "primary", "demo") as conn:
+            conn.execute("DELETE FROM pgbench_history WHERE delta = 5 AND aid = 1")
+
+    assert job.state == Job.State.SUCCEEDED, run.reason
+    history = next(t for t in run.verification["tables"] if t["table"] == "pgbench_history")
+    assert history["rows"] == history["expected"] == 0
+
+
+def test_it_restores_the_latest_backup_by_default_and_records_the_alembic_version(transactional_db, fleet, policy, run_here):
+    with servers.superuser(fleet, "primary", "demo") as conn:
+        conn.execute("CREATE TABLE public.alembic_version (version_num varchar(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO public.alembic_version VALUES ('abc123')")
+        conn.execute("ALTER TABLE public.alembic_version OWNER TO fleet_owner")
+    try:
+        older = backup_now(run_here, policy)
+        latest = backup_now(run_here, policy)
+    finally:
+        with servers.superuser(fleet, "primary", "demo") as conn:
+            conn.execute("DROP TABLE public.alembic_version")
+
+    job = run_here(jobs.create("drills.drill", target=policy.target, params={"database": "demo"}, send=False))
+
+    run = DrillRun.objects.get(job=job)
+    assert job.state == Job.State.SUCCEEDED, run.reason
+    assert run.backup == latest != older
+    assert latest.manifest["alembic"] == {"public": ["abc123"]}
+    assert run.verification["alembic"] == {"public": ["abc123"]}
+
+
+def test_it_drops_the_scratch_database_when_the_drill_is_cancelled(transactional_db, fleet, policy, run_here,
+                                                                   live_worker):
+    policy.smoke_queries = ["SELECT pg_sleep(3)"]
+    policy.save()
+    backup = backup_now(run_here, policy)
+    job = jobs.create("drills.drill", target=policy.target, params={"backup_id": backup.pk})
+    with servers.superuser(fleet, "scratch", "postgres") as conn:
+        wait_for_backend(conn, "query LIKE 'SELECT pg_sleep(3)%%'", what="the drill's smoke query", timeout_s=60)
+    jobs.request_cancel(Job.objects.get(pk=job.pk))
+
+    job = jobs.wait_for(job.pk)
+
+    run = DrillRun.objects.get(job=job)
+    assert job.state == Job.State.CANCELLED
+    assert run.passed is False and "Cancelled" in run.reason
+    assert drill_databases(fleet) == [] and run.dropped_at is not None
+
+
+def test_it_backs_up_and_drills_on_the_worker(transactional_db, fleet, policy, live_worker):
+    job = jobs.create("drills.backup_and_drill", target=policy.target, params={"database": "demo"})
+
+    job = jobs.wait_for(job.pk, timeout_s=120)
+
+    assert job.state == Job.State.SUCCEEDED, job.error
+    run = DrillRun.objects.get(job=job)
+    assert run.passed is True and run.backup.job_id == job.pk and run.backup.verified_at is not None
+    assert job.result["drill_run_id"] == run.pk and job.result["backup_id"] == run.backup_id
+    assert drill_databases(fleet) == []
+
+
+def test_it_sweeps_drill_databases_of_finished_or_dead_jobs_only(db, fleet, demo_targets):
+    scratch = demo_targets["demo-scratch"]
+    dead = Job.objects.create(kind="drills.drill", state=Job.State.RUNNING, claimed_by="gone",
+                              heartbeat_at=timezone.now() - timedelta(hours=1))
+    alive = Job.objects.create(kind="drills.drill", state=Job.State.RUNNING, claimed_by="here", heartbeat_at=timezone.now())
+    failed = Job.objects.create(kind="drills.drill", state=Job.State.FAILED)
+    runs = {name: DrillRun.objects.create(scratch=scratch, job=job) for name, job in
+            (("dead", dead), ("alive", alive), ("failed", failed))}
+    for run in runs.values():
+        pg_backup.create_scratch_database(scratch, pg_backup.drill_database_name(run.pk), run.pk)
+    with servers.superuser(fleet, "scratch", "postgres") as conn:
+        conn.execute("CREATE DATABASE fleet_drill_999999")  # not marked: someone else's
+
+    try:
+        swept = restores.sweep()
+
+        alive_db = pg_backup.drill_database_name(runs["alive"].pk)
+        assert sorted(drill_databases(fleet)) == sorted([alive_db, "fleet_drill_999999"])
+        assert sorted(swept["dropped"]) == sorted(
+            f"demo-scratch/{pg_backup.drill_database_name(runs[n].pk)}" for n in ("dead", "failed"))
+        assert DrillRun.objects.get(pk=runs["failed"].pk).dropped_at is not None
+    finally:
+        pg_backup.drop_scratch_database(scratch, pg_backup.drill_database_name(runs["alive"].pk))
+        with servers.superuser(fleet, "scratch", "postgres") as conn:
+            conn.execute("DROP DATABASE IF EXISTS fleet_drill_999999")
+
+
+def _backup(policy, hours_ago, verified=False):
+    snapshot_at = timezone.now() - timedelta(hours=hours_ago)
+    return Backup.objects.create(policy=policy, target=policy.target, database="demo", state=Backup.State.DONE,
+                                 snapshot_at=snapshot_at, verified_at=snapshot_at if verified else None)
+
+
+def test_it_keeps_at_least_one_verified_backup_under_retention(db, policy):
+    oldest_verified = _backup(policy, 30, verified=True)
+    unverified = [_backup(policy, 20), _backup(policy, 10)]
+
+    assert backups.apply_retention(policy) == []  # keep_count 1, but nothing newer is verified
+    assert Backup.restorable().count() == 3
+
+    newer_verified = _backup(policy, 15, verified=True)
+    removed = backups.apply_retention(policy)
+
+    assert sorted(removed) == sorted([oldest_verified.pk, unverified[0].pk])
+    left = set(Backup.restorable().values_list("pk", flat=True))
+    assert left == {newer_verified.pk, unverified[1].pk}
+    assert Backup.objects.get(pk=oldest_verified.pk).state == Backup.State.REMOVED
+
+
+def test_it_removes_nothing_before_any_backup_is_verified(db, policy):
+    for hours in (3, 2, 1):
+        _backup(policy, hours)
+
+    assert backups.apply_retention(policy) == []
