@@ -104,13 +104,14 @@ def tenant_catalog(tenant, script: str) -> plans.Catalog:
     called = sorted(plans.functions_in_script(script))
 
     def read(conn):
-        return pg_catalog.schema_rows(conn, tenant.schema_name), pg_catalog.volatile_functions(conn, called)
+        schema = tenant.schema_name
+        return plans.Catalog(rows=pg_catalog.schema_rows(conn, schema), volatile=pg_catalog.volatile_functions(conn, called),
+                             column_types=pg_catalog.schema_column_types(conn, schema), read=True)
 
     try:
-        rows, volatile = _read(tenant.target, tenant.database_name or "", read)
+        return _read(tenant.target, tenant.database_name or "", read)
     except ChangeRefused:
         return plans.Catalog()
-    return plans.Catalog(rows=rows, volatile=volatile, read=True)
 
 
 # Overrides and approvals ------------------------------------------------------------------------

@@ -12,6 +12,7 @@ proceeds only with an explicit override and a written reason (Change.override_re
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -91,6 +92,7 @@ class Catalog:
     rows: dict[str, int | None] = field(default_factory=dict)  # "schema.table" or "table" -> estimated rows
     volatile: set[str] = field(default_factory=set)  # volatile function names among those asked
     valid_not_null: set[tuple[str, str]] = field(default_factory=set)  # (table, column) with a validated CHECK
+    column_types: dict[tuple[str, str], str] = field(default_factory=dict)  # (table, column) -> format_type
     read: bool = False
 
 
@@ -251,13 +253,35 @@ def _alter_checks(cmd, relation, existing: bool, ctx: _Context) -> list[Finding]
                                  f"ADD COLUMN {column.colname} with a volatile default ({', '.join(sorted(volatile))}) "
                                  f"rewrites {table} ({ctx.size_words(relation)}) under ACCESS EXCLUSIVE.",
                                  "Add the column without a default (or with a constant one) and backfill it."))
-    elif subtype == AlterTableType.AT_AlterColumnType and existing:
+    elif subtype == AlterTableType.AT_AlterColumnType and existing and not _widens(cmd, table, ctx.catalog):
         found.append(Finding("console", "type-change-rewrites",
                              f"ALTER COLUMN {cmd.name} TYPE rewrites {table} ({ctx.size_words(relation)}) and its "
                              "indexes under ACCESS EXCLUSIVE, unless the new type is binary-compatible (e.g. a "
                              "longer varchar, or text).",
                              "Add a new column, backfill it, switch readers, then drop the old one."))
     return found
+
+
+_VARCHAR = re.compile(r"^character varying(?:\((\d+)\))?$")
+
+
+def _widens(cmd, table: str, catalog: Catalog) -> bool:
+    """Whether ALTER COLUMN TYPE only widens a varchar (or makes it text) without USING: PostgreSQL
+    then changes the catalog and rewrites nothing. Needs the column's type from the catalog."""
+    current = _VARCHAR.match(catalog.column_types.get((table, cmd.name), ""))
+    column = cmd.def_
+    if current is None or column.raw_default is not None or column.typeName is None:
+        return False
+    new_type = column.typeName.names[-1].sval
+    if new_type == "text":
+        return True
+    if new_type != "varchar":
+        return False
+    if not column.typeName.typmods:
+        return True
+    if current.group(1) is None:
+        return False  # unbounded to bounded: every row is checked
+    return column.typeName.typmods[0].val.ival >= int(current.group(1))
 
 
 # Plans -------------------------------------------------------------------------------------------

@@ -134,6 +134,23 @@ def plan_expression(conn: Connection, expression_sql: str, schema: str, table: s
     conn.connection.driver_connection.cursor().execute(statement)
 
 
+_SCHEMA_COLUMN_TYPES = text(
+    """
+    SELECT c.relname AS table, a.attname AS column, format_type(a.atttypid, a.atttypmod) AS type
+      FROM pg_class c
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+      JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+     WHERE n.nspname = :schema AND c.relkind IN ('r', 'p')
+    """
+)
+
+
+def schema_column_types(conn: Connection, schema: str) -> dict[tuple[str, str], str]:
+    """Each column's type in one schema, by (table, column)."""
+    rows = conn.execute(_SCHEMA_COLUMN_TYPES, {"schema": schema}).mappings()
+    return {(row["table"], row["column"]): row["type"] for row in rows}
+
+
 _SCHEMA_ROWS = text(
     """
     SELECT c.relname AS table, CASE WHEN c.reltuples < 0 THEN s.n_live_tup ELSE c.reltuples END::bigint AS rows

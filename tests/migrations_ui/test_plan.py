@@ -205,3 +205,23 @@ def test_it_lints_a_tenants_pending_revisions_with_its_table_sizes(transactional
     index = next(s for s in from_0002.context["planned"][0].statements if s.sql.startswith("CREATE INDEX"))
     message = next(f.message for f in index.flagged if f.rule == "non-concurrent-index")
     assert f"about {rows:,} rows" in message
+
+
+def test_it_flags_a_type_change_unless_the_catalog_says_it_only_widens_a_varchar():
+    script = """
+        ALTER TABLE documents ALTER COLUMN title TYPE varchar(400);
+        ALTER TABLE documents ALTER COLUMN title TYPE text;
+        ALTER TABLE documents ALTER COLUMN title TYPE varchar(10);
+        ALTER TABLE documents ALTER COLUMN owner_id TYPE bigint;
+        ALTER TABLE documents ADD COLUMN token uuid DEFAULT gen_random_uuid();
+        ALTER TABLE documents ADD COLUMN seen_at timestamptz DEFAULT now();
+    """
+    catalog = plans.Catalog(column_types={("documents", "title"): "character varying(200)",
+                                          ("documents", "owner_id"): "integer"}, read=True)
+
+    known, _ran = plans.lint(script, catalog=catalog, lock_timeout=True)
+    unknown, _ran = plans.lint(script, lock_timeout=True)
+
+    rules = [{f.rule for f in s.flagged if f.source == "console"} for s in known]
+    assert rules == [set(), set(), {"type-change-rewrites"}, {"type-change-rewrites"}, {"volatile-default"}, set()]
+    assert all("type-change-rewrites" in {f.rule for f in s.flagged} for s in unknown[:4])
