@@ -12,7 +12,7 @@ from tests.console.test_browser import _log_in
 pytestmark = pytest.mark.browser
 
 PHONE = {"width": 390, "height": 844}
-PAGES = ["/fleet/", "/tenants/", "/jobs/", "/audit/"]
+PAGES = ["/fleet/", "/tenants/", "/jobs/", "/audit/", "/approvals/", "/tenants/onboard/", "/fleet/targets/new/", "/migrations/", "/drills/"]
 NAVIGATION = ["Fleet", "Tenants", "Migrations", "Drills", "Jobs", "Audit", "Approvals"]
 
 # Form controls without a label: <label for>, a wrapping <label>, aria-label or aria-labelledby.
@@ -47,10 +47,10 @@ def _focused_text(page) -> str:
 def test_it_fits_every_page_into_a_phone_screen_scrolling_wide_tables_inside(page, busy_console, artifacts):
     page.set_viewport_size(PHONE)
     _log_in(page, "operator")
-    for path in PAGES:
+    for path in [*PAGES, f"/fleet/targets/{busy_console.pk}/"]:
         page.goto(path)
         expect(page.locator("main h1")).to_be_visible()
-        page.screenshot(path=str(artifacts / f"narrow{path.strip('/').replace('/', '-')}.png"), full_page=True)
+        page.screenshot(path=str(artifacts / f"narrow-{path.strip('/').replace('/', '-')}.png"), full_page=True)
         page_width, viewport = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
         assert viewport == PHONE["width"] and page_width <= viewport, (path, page_width)
 
