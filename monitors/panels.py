@@ -91,7 +91,7 @@ def _last(value):
     return (value is None, -(value or 0))
 
 
-def overview_rows(targets, sort: str = "name") -> list[dict]:
+def overview_rows(targets, sort: str = "name") -> "OverviewRows":
     """One ready-to-print row per target (a Target queryset): formatting happens here, once."""
     pool_totals = pools.totals_by_target()
     open_alerts = defaultdict(list)
@@ -105,7 +105,6 @@ def overview_rows(targets, sort: str = "name") -> list[dict]:
     now = timezone.now()
     rows = []
     values = list(targets.values(*OVERVIEW_FIELDS))
-    trends = tps_trends([t["id"] for t in values], now)
     for t in values:
         pool = pool_totals.get(t["id"])
         capacity = (pool["size"] + pool["max_overflow"]) if pool else 0
@@ -146,7 +145,7 @@ def overview_rows(targets, sort: str = "name") -> list[dict]:
             "slow": t["state__slow_queries"],
             "alerts": alerts,
             "tps": t["state__tps"],
-            "tps_trend": _tps_trend(trends.get(t["id"], [])),
+            "tps_trend": _tps_trend([]),  # filled for the rows on a page: OverviewRows
             "active": by_state.get("active") if t["state__connections_by_state"] is not None else None,
             "waiting": t["state__waiting_on_locks"],
             "longest_query_s": t["state__longest_query_s"],
@@ -180,7 +179,20 @@ def overview_rows(targets, sort: str = "name") -> list[dict]:
         "slow": lambda r: -(r["slow"] or 0),
         "alerts": lambda r: (-sum(2 if a["level"] == "critical" else 1 for a in r["alerts"]), r["name"]),
     }
-    return sorted(rows, key=keys.get(sort, keys["name"]))
+    return OverviewRows(sorted(rows, key=keys.get(sort, keys["name"])))
+
+
+class OverviewRows(list):
+    """The sorted overview; a slice of it (the Paginator's page) gets its rows' TPS trends, read
+    in one query for that page's targets only."""
+
+    def __getitem__(self, index):
+        rows = super().__getitem__(index)
+        if isinstance(index, slice):
+            trends = tps_trends([r["id"] for r in rows])
+            for row in rows:
+                row["tps_trend"] = _tps_trend(trends.get(row["id"], []))
+        return rows
 
 
 def _bytes(value: float) -> str:

@@ -156,3 +156,14 @@ def test_it_draws_the_load_columns_in_the_browser(transactional_db, page, users,
     page.locator('tr[data-target="demo-primary"] td.tps svg').wait_for()
     page.screenshot(path=str(artifacts / "overview-load.png"), full_page=True)
     assert page.locator("th a.sort").count() == len(panels.SORTS)
+
+
+def test_it_reads_the_tps_trends_of_the_page_shown(db, demo_targets, client_as, settings):
+    settings.FLEET_OVERVIEW_PAGE_SIZE = 1
+    _scene(demo_targets)
+    client = client_as("viewer")
+    first = client.get("/fleet/?sort=tps").content.decode()
+    second = client.get("/fleet/?sort=tps&page=2").content.decode()
+    assert re.findall(r'<tr data-target="([^"]+)">', first) == ["demo-scratch"]
+    assert "<svg" not in _cell_html(_row(first, "demo-scratch"), "tps"), "no tps points recorded for it"
+    assert "<svg" in _cell_html(_row(second, "demo-primary"), "tps") and "10–50 tx/s" in _cell(_row(second, "demo-primary"), "tps")
