@@ -128,7 +128,7 @@ def test_it_links_each_statement_to_its_history_and_to_explain_prefilled(stateme
 
 
 def test_it_draws_the_slow_query_page(statements_scene, page, users, artifacts):
-    _log_in(page, "viewer")
+    _log_in(page, "operator")
     page.goto(f"/fleet/targets/{statements_scene.pk}/queries/")
     page.locator("#utility-statements").wait_for()
     page.screenshot(path=str(artifacts / "slow-queries.png"), full_page=True)
@@ -136,3 +136,9 @@ def test_it_draws_the_slow_query_page(statements_scene, page, users, artifacts):
     page.locator("#statements tbody tr[data-user]").first.wait_for()
     assert set(page.locator("#statements tbody tr[data-user]").evaluate_all("rows => rows.map(r => r.dataset.user)")) == {"postgres"}
     page.screenshot(path=str(artifacts / "slow-queries-user-postgres.png"), full_page=True)
+    page.locator(f"#statements tr[data-queryid] a.explain-link").first.click()
+    textarea = page.locator("#panel-explain textarea[name=sql]")
+    textarea.wait_for()
+    assert "$1" in textarea.input_value()
+    page.locator("#explain-placeholders").scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "slow-queries-explain-prefilled.png"))
