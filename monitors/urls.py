@@ -28,4 +28,5 @@ urlpatterns = [
     path("fleet/targets/<int:target_id>/alerts/", views.alert_thresholds, name="target-alerts"),
     path("fleet/targets/<int:target_id>/alerts/save/", views.alert_threshold_save, name="target-alerts-save"),
     path("drills/", views.drill_list, name="drills"),
+    path("drills/run/", views.drill_run, name="drill-run"),
 ]

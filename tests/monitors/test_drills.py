@@ -247,3 +247,25 @@ def test_it_removes_nothing_before_any_backup_is_verified(db, policy):
         _backup(policy, hours)
 
     assert backups.apply_retention(policy) == []
+
+
+def test_it_shows_drill_results_and_starts_a_backup_and_drill_for_operators(transactional_db, fleet, policy, run_here,
+                                                                            client_as):
+    backup = backup_now(run_here, policy)
+    with open(next(p for p in sorted(Path(backup.path).iterdir()) if p.name != "toc.dat"), "ab") as handle:
+        handle.write(b"tampered")
+    drill_now(run_here, backup)
+
+    page = client_as("viewer").get("/drills/").content.decode()
+
+    assert "do not match its manifest" in page and "1 difference" in page
+    assert f"#{backup.pk}" in page and "Backup and drill now" not in page
+    operator = client_as("operator")
+    assert "Backup and drill now" in operator.get("/drills/").content.decode()
+    response = operator.post("/drills/run/", {"target": policy.target.pk})
+    job = Job.objects.get(kind="drills.backup_and_drill")
+    assert response.status_code == 302 and response["Location"] == job.get_absolute_url()
+    assert job.params == {"database": "demo"} and job.target == policy.target
+    job = run_here(job)
+    assert job.state == Job.State.SUCCEEDED, job.error
+    assert DrillRun.objects.get(job=job).passed is True
