@@ -335,6 +335,12 @@ BACKUP_JOBS = envint("BACKUP_JOBS", 2)  # parallel jobs of pg_dump, pg_restore a
 BACKUP_STATEMENT_TIMEOUT_MS = envint("BACKUP_STATEMENT_TIMEOUT_MS", 3600000)  # exact counts of big tables
 BACKUP_TOOL_TIMEOUT_S = envfloat("BACKUP_TOOL_TIMEOUT_S", 6 * 3600.0)
 DRILL_SWEEP_INTERVAL_S = envfloat("DRILL_SWEEP_INTERVAL_S", 300.0)
+BACKUP_SCHEDULE_INTERVAL_S = envfloat("BACKUP_SCHEDULE_INTERVAL_S", 60.0)
+CELERY_BEAT_SCHEDULE["monitors-schedule-backups"] = {
+    "task": "monitors.schedule_backups",
+    "schedule": BACKUP_SCHEDULE_INTERVAL_S,
+    "options": {"expires": BACKUP_SCHEDULE_INTERVAL_S},
+}
 CELERY_BEAT_SCHEDULE["monitors-sweep-drills"] = {
     "task": "monitors.sweep_drills",
     "schedule": DRILL_SWEEP_INTERVAL_S,

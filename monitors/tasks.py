@@ -8,7 +8,7 @@ import random
 from celery import shared_task
 
 from monitors import checks, samplers, series
-from monitors.drills import restores  # registers the backup and drill job runners too
+from monitors.drills import backups, restores  # registers the backup and drill job runners too
 from monitors.models import SamplerHealth
 
 
@@ -49,3 +49,8 @@ def cleanup() -> dict:
 @shared_task(name="monitors.sweep_drills")
 def sweep_drills() -> dict:
     return restores.sweep()
+
+
+@shared_task(name="monitors.schedule_backups")
+def schedule_backups() -> dict:
+    return {"jobs": backups.schedule_due()}

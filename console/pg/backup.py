@@ -251,7 +251,14 @@ def pg_amcheck(scratch, database: str, *, jobs: int) -> list[str]:
     login (installed in the scratch server's template1 by a superuser: docs/deployment.md)."""
     args = [settings.BACKUP_PG_AMCHECK, "--heapallindexed", f"--jobs={jobs}", "--database", database]
     result = _tool(args, scratch, "change", settings.BACKUP_TOOL_TIMEOUT_S, "pg_amcheck")
-    said = [line for line in (result.stdout + "\n" + result.stderr).splitlines() if line.strip()]
+    said = []
+    for line in (result.stdout + "\n" + result.stderr).splitlines():
+        if not line.strip():
+            continue
+        if line[:1].isspace() and said:  # the detail of the relation named on the line before
+            said[-1] += " " + line.strip()
+        else:
+            said.append(line.strip())
     if result.returncode != 0 and not said:
         said = [f"pg_amcheck exited with status {result.returncode}"]
     return said[:50] if result.returncode != 0 or said else []

@@ -15,9 +15,11 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from console import jobs
+from console.models import Target
 from console.pg import backup as pg_backup
 from console.secrets import redact
 from console.validators import validate_pg_name
@@ -120,3 +122,25 @@ def apply_retention(policy: BackupPolicy, now=None) -> list[int]:
     if removed:
         log.info("retention of %s removed backups %s", policy, removed)
     return removed
+
+
+# Schedules ---------------------------------------------------------------------------------
+
+
+def schedule_due(now=None) -> list[int]:
+    """Start the backup of every policy that is due: backed up and drilled (retention removes
+    only backups a drill verified), or only backed up while there is no scratch server. A policy is
+    claimed with a conditional UPDATE, so two beats never start it twice."""
+    now = now or timezone.now()
+    started = []
+    has_scratch = Target.objects.filter(role=Target.Role.SCRATCH).exists()
+    for policy in BackupPolicy.objects.select_related("target"):
+        if not policy.is_due(now):
+            continue
+        with transaction.atomic():
+            if not BackupPolicy.objects.filter(pk=policy.pk, scheduled_at=policy.scheduled_at).update(scheduled_at=now):
+                continue
+            kind = "drills.backup_and_drill" if has_scratch or policy.scratch_id else "drills.backup"
+            job = jobs.create(kind, target=policy.target, params={"database": policy.database})
+        started.append(job.pk)
+    return started

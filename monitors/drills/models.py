@@ -36,6 +36,19 @@ class BackupPolicy(models.Model):
     scratch = models.ForeignKey("console.Target", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     # Read-only statements a drill runs on the restored copy; each must return at least one row.
     smoke_queries = models.JSONField(default=list, blank=True)
+    scheduled_at = models.DateTimeField(null=True, blank=True)  # when beat last started its backup
+
+    def is_due(self, now) -> bool:
+        """Every `every_hours` hours, or whenever `cron` says (Celery's crontab, in UTC)."""
+        if self.every_hours:
+            return self.scheduled_at is None or now - self.scheduled_at >= timedelta(hours=self.every_hours)
+        if self.cron:
+            from celery.schedules import crontab
+
+            if self.scheduled_at is None:
+                return True
+            return crontab(*self.cron.split(), nowfun=lambda: now).is_due(self.scheduled_at).is_due
+        return False
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["target", "database"], name="one_backup_policy_per_database")]

@@ -255,7 +255,12 @@ def _verify(step, run: DrillRun, backup: Backup, scratch: Target, name: str, out
     outcome["differences"] = differences
     if differences:
         if all(d["check"] == "amcheck" for d in differences):
-            raise DrillFailed(f"pg_amcheck --heapallindexed found problems in the restored copy: {differences[0]['found']}")
+            said = differences[0]["found"]
+            hint = (" The scratch server's change login may not run amcheck: a superuser installs it in template1 and"
+                    " grants EXECUTE on its functions (docs/deployment.md)." if ("permission denied" in said
+                    or ("amcheck" in said and "not installed" in said)) else
+                    " The restored copy is corrupt: do not rely on this backup; take a new one and drill it.")
+            raise DrillFailed(f"pg_amcheck --heapallindexed found problems in the restored copy: {said}.{hint}")
         raise DrillFailed(_reason(differences))
     outcome.update(passed=True, reason="", verified_at=timezone.now())
 

@@ -269,3 +269,43 @@ def test_it_shows_drill_results_and_starts_a_backup_and_drill_for_operators(tran
     job = run_here(job)
     assert job.state == Job.State.SUCCEEDED, job.error
     assert DrillRun.objects.get(job=job).passed is True
+
+
+def test_it_fails_the_drill_when_pg_amcheck_cannot_check_the_copy(transactional_db, fleet, policy, run_here):
+    backup = backup_now(run_here, policy)
+    with servers.superuser(fleet, "scratch", "template1") as conn:
+        conn.execute("REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA public FROM fleet_owner")
+    try:
+        job, run = drill_now(run_here, backup)
+    finally:
+        with servers.superuser(fleet, "scratch", "template1") as conn:
+            conn.execute("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO fleet_owner")
+
+    assert job.state == Job.State.FAILED and run.passed is False
+    assert run.reason.startswith("pg_amcheck --heapallindexed found problems") and "permission denied" in run.reason and "template1" in run.reason
+    assert {d["check"] for d in run.differences} == {"amcheck"}
+    assert drill_databases(fleet) == []
+
+
+def test_it_starts_a_due_policy_once_every_n_hours(db, policy):
+    policy.every_hours = 6
+    policy.save()
+    now = timezone.now()
+
+    first = backups.schedule_due(now)
+    again = backups.schedule_due(now + timedelta(hours=1))
+    later = backups.schedule_due(now + timedelta(hours=6))
+
+    assert len(first) == 1 and again == [] and len(later) == 1
+    job = Job.objects.get(pk=first[0])
+    assert job.kind == "drills.backup_and_drill" and job.params == {"database": "demo"} and job.target == policy.target
+
+
+def test_it_starts_a_policy_when_its_cron_expression_says(db, policy):
+    policy.cron = "0 3 * * *"
+    policy.scheduled_at = timezone.now().replace(hour=3, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    policy.save()
+    next_run = policy.scheduled_at + timedelta(days=1)
+
+    assert policy.is_due(next_run - timedelta(minutes=1)) is False
+    assert policy.is_due(next_run + timedelta(seconds=30)) is True
