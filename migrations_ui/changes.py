@@ -18,7 +18,7 @@ from console.pg import catalog as pg_catalog
 from console.pg import ddl
 from console.secrets import driver_message
 from migrations_ui import plans
-from migrations_ui.models import Change
+from migrations_ui.models import Backfill, Change
 
 STAGE_APPROVAL = "migrations.stage"
 CATALOG_STATEMENT_TIMEOUT_MS = 3000
@@ -188,6 +188,41 @@ def stage_approvals(change: Change):
     return approvals.for_object(STAGE_APPROVAL, change).select_related("requested_by", "decided_by")
 
 
-# Approving a stage runs nothing yet: rollouts (canary first, then waves) come later.
-approvals.register(STAGE_APPROVAL, model=Change, shown=_shown_now)
+# Running an approved stage ---------------------------------------------------------------------
+
+STAGE_JOB = "migrations.stage"
+
+
+def start_stage(approval) -> None:
+    """Once a stage is approved, in the transaction of the decision: a job runs it."""
+    from console import jobs
+
+    change = Change.objects.select_related("target").get(pk=approval.object_id)
+    jobs.create(STAGE_JOB, user=approval.decided_by, target=change.target, unit="statements",
+                params={"change_id": change.pk, "stage": approval.shown["stage"], "approval": approval.pk})
+
+
+def use_stage_approval(ctx, change: Change, stage_name: str) -> None:
+    """Right before the stage's first statement: its approval must be of exactly the SQL about to
+    run (a changed plan voids it). A resumed attempt finds it used by its own first attempt."""
+    approval = approvals.for_object(STAGE_APPROVAL, change).filter(pk=ctx.params["approval"]).first()
+    if approval is not None and approval.decision == approval.Decision.USED:
+        return
+    approvals.use(STAGE_APPROVAL, change, stage_shown(change, stage_name), detail={"job": ctx.job.pk})
+
+
+def stage_backfill(change: Change, job) -> Backfill:
+    """The backfill stage's Backfill row (its live progress), made once for the stage's job."""
+    from migrations_ui import services
+
+    spec = change.backfill_spec()
+    backfill, _made = Backfill.objects.get_or_create(job=job, defaults={
+        "target": change.target, "database": change.database, "schema": spec.schema, "table": spec.table,
+        "pk_column": spec.pk, "set_column": spec.column, "set_expression": spec.set_sql, "where": spec.where_sql,
+        "requested_by": job.requested_by, **services.limits_from_settings(),
+    })
+    return backfill
+
+
+approvals.register(STAGE_APPROVAL, model=Change, shown=_shown_now, on_approved=start_stage)
 

@@ -203,7 +203,7 @@ def change_stage_request(request, pk, stage):
         messages.error(request, f"Approval of stage {stage} not requested: {exc}")
         return redirect(change)
     messages.success(request, f"Approval of stage {stage} requested (#{approval.pk}): someone else must approve it. "
-                              "Approving runs nothing yet.")
+                              "Once approved, a job runs it.")
     return redirect(change)
 
 

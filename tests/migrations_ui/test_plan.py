@@ -148,7 +148,7 @@ def test_it_voids_the_stage_approval_when_its_sql_changes(change, users):
     assert approval.decision == Approval.Decision.VOIDED
 
 
-def test_it_lets_another_person_approve_a_stage_which_runs_nothing(client_as, change, users):
+def test_it_lets_another_person_approve_a_stage_which_starts_its_job(client_as, change, users):
     made = change()
     client_as("operator").post(f"/migrations/changes/{made.pk}/stages/expand/request/")
     approval = Approval.objects.get()
@@ -162,8 +162,8 @@ def test_it_lets_another_person_approve_a_stage_which_runs_nothing(client_as, ch
     approval.refresh_from_db()
     assert approval.decision == Approval.Decision.APPROVED
     page = client_as("viewer").get(f"/migrations/changes/{made.pk}/").content.decode()
-    assert "Approving a stage runs nothing yet" in page and f"#{approval.pk}" in page
-    assert not Job.objects.exists()  # rollouts come later
+    assert "Approving a stage starts a job that runs it" in page and f"#{approval.pk}" in page
+    assert Job.objects.get().params == {"change_id": made.pk, "stage": "expand", "approval": approval.pk}
 
 
 def test_it_shows_the_plans_in_a_browser(page, users, change, artifacts, transactional_db):
