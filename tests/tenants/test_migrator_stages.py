@@ -73,6 +73,25 @@ def staged_app(tmp_path):
             cached.cache_clear()
 
 
+_MADE: list[tuple[str | None, str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _drop_locations(demo_targets):
+    """Leave the demo database as it was: other tests count its tables."""
+    yield
+    primary = demo_targets["demo-primary"]
+    while _MADE:
+        database, schema = _MADE.pop()
+        if database:
+            engines.forget(primary.pk, database)
+            with engines.autocommit(primary) as conn:
+                tenancy.drop_database(conn, database)
+        else:
+            with engines.connect(primary, credential="change") as conn:
+                tenancy.drop_schema(conn, schema)
+
+
 def _location(kind: str, primary):
     """A fresh place to migrate: (database, schema) for a schema, a database or a shared tenant."""
     suffix = uuid.uuid4().hex[:6]
@@ -80,10 +99,12 @@ def _location(kind: str, primary):
         database = f"tenant_stg_{suffix}"
         with engines.autocommit(primary) as conn:
             tenancy.create_database(conn, database)
+        _MADE.append((database, "public"))
         return database, "public"
     schema = f"tenant_stg_{suffix}" if kind == "schema" else f"shared_stg_{suffix}"
     with engines.connect(primary, credential="change") as conn:
         tenancy.create_schema(conn, schema, "test")
+    _MADE.append((None, schema))
     return None, schema
 
 
