@@ -24,6 +24,10 @@ def amcheck_on_scratch(fleet):
     with servers.superuser(fleet, "scratch", "template1") as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
         conn.execute("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO fleet_owner")
+    yield
+    # Dozens of dumps' catalog queries would crowd the statements other tests look for.
+    with servers.superuser(fleet, "primary", "demo") as conn:
+        conn.execute("SELECT pg_stat_statements_reset()")
 
 
 @pytest.fixture
@@ -309,3 +313,22 @@ def test_it_starts_a_policy_when_its_cron_expression_says(db, policy):
 
     assert policy.is_due(next_run - timedelta(minutes=1)) is False
     assert policy.is_due(next_run + timedelta(seconds=30)) is True
+
+
+def test_it_sweeps_the_database_a_drill_left_when_its_worker_died(transactional_db, fleet, policy, run_here, live_worker):
+    policy.smoke_queries = ["SELECT pg_sleep(120)"]
+    policy.save()
+    backup = backup_now(run_here, policy)
+    job = jobs.create("drills.drill", target=policy.target, params={"backup_id": backup.pk})
+    with servers.superuser(fleet, "scratch", "postgres") as conn:
+        wait_for_backend(conn, "query LIKE 'SELECT pg_sleep(120)%%'", what="the drill's smoke query", timeout_s=60)
+    live_worker.kill()
+    name = DrillRun.objects.get(job_id=job.pk).database_name
+    assert name in drill_databases(fleet)  # no finally ran
+    try:
+        wait_until(lambda: f"demo-scratch/{name}" in restores.sweep()["dropped"], 30, "the sweeper to drop it")
+
+        assert drill_databases(fleet) == []
+        assert DrillRun.objects.get(job_id=job.pk).dropped_at is not None
+    finally:
+        jobs.request_cancel(Job.objects.get(pk=job.pk))  # never resumed by the next worker
