@@ -2,6 +2,7 @@
 before the first statement (a changed plan is refused), each operation runs under lock_timeout
 and is skipped when done, the backfill stage runs the backfill engine."""
 
+import pytest
 from django.db import transaction
 
 from console import approvals
@@ -61,3 +62,33 @@ def test_it_refuses_to_run_a_stage_whose_sql_changed_after_the_approval(transact
     assert job.state == Job.State.FAILED and "not what was approved" in job.error
     assert Approval.objects.get(pk=approval.pk).decision == Approval.Decision.VOIDED
     assert _column(fleet, name, "flag") is None  # nothing ran
+
+
+def test_it_plans_requests_and_reports_a_change_from_the_command_line(transactional_db, demo_targets, users, table,
+                                                                      run_here):
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    name = table("stage_cli", rows=10)
+    change = changes.create(user=users["operator"], target=demo_targets["demo-primary"], kind="add_not_null_column",
+                            table=name, column="flag", column_type="boolean", backfill_expression="true",
+                            pk_column="id")
+    out = io.StringIO()
+    call_command("change", "plan", str(change.pk), stdout=out)
+    plan = out.getvalue()
+    assert "-- stage expand" in plan and f'ALTER TABLE "public"."{name}" ADD COLUMN IF NOT EXISTS "flag" boolean;' in plan
+    assert "ACCESS EXCLUSIVE" in plan and "-- stage contract" in plan
+    out = io.StringIO()
+    call_command("change", "request", str(change.pk), "expand", "--user", "operator", stdout=out)
+    approval = Approval.objects.get()
+    assert f"approval #{approval.pk} of stage expand requested by operator" in out.getvalue()
+    with pytest.raises(CommandError, match="no active user"):
+        call_command("change", "request", str(change.pk), "validate", "--user", "nobody-at-all")
+    approvals.decide(approval, users["approver"], approve=True, shown_digest=approval.digest)
+    run_here(Job.objects.get(kind=changes.STAGE_JOB))
+    out = io.StringIO()
+    call_command("change", "status", str(change.pk), stdout=out)
+    status = out.getvalue()
+    assert f"expand    approval #{approval.pk} approved and carried out, job #" in status and "succeeded" in status
+    assert "backfill  not requested" in status
