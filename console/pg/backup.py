@@ -53,6 +53,7 @@ _TABLES = text(
     WHERE c.relkind = 'r'
       AND n.nspname NOT IN ('pg_catalog', 'information_schema')
       AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+      AND (CAST(:schema AS text) IS NULL OR n.nspname = :schema)
       AND NOT EXISTS (SELECT 1 FROM pg_depend d
                       WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
     ORDER BY 1, 2
@@ -60,10 +61,11 @@ _TABLES = text(
 )
 
 
-def exact_counts(conn: Connection) -> list[dict]:
-    """Every table and its exact row count, as the transaction's snapshot sees them."""
+def exact_counts(conn: Connection, schema: str | None = None) -> list[dict]:
+    """Every table (of `schema`, if given) and its exact row count, as the transaction's snapshot
+    sees them."""
     tables = []
-    for schema, name in conn.execute(_TABLES).all():
+    for schema, name in conn.execute(_TABLES, {"schema": schema}).all():
         rows = _run(conn, sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(name)))
         tables.append({"schema": schema, "table": name, "rows": rows.scalar_one()})
     return tables
@@ -94,7 +96,7 @@ class Snapshot:
 
 
 @contextmanager
-def exported_snapshot(target, database: str) -> Iterator[Snapshot]:
+def exported_snapshot(target, database: str, schema: str | None = None) -> Iterator[Snapshot]:
     """A REPEATABLE READ transaction, as the change login, holding an exported snapshot open for
     as long as the block runs (pg_dump --snapshot reads the very same data); the counts and
     versions of the manifest are read in it first."""
@@ -104,7 +106,7 @@ def exported_snapshot(target, database: str) -> Iterator[Snapshot]:
         with repeatable.begin():
             # The snapshot is taken by this first statement: its start is the backup's point in time.
             snapshot_id, taken_at = repeatable.execute(text("SELECT pg_export_snapshot(), statement_timestamp()")).one()
-            tables = exact_counts(repeatable)
+            tables = exact_counts(repeatable, schema)
             yield Snapshot(snapshot_id, taken_at, tables, alembic_versions(repeatable, tables), extensions(repeatable))
 
 
@@ -199,11 +201,14 @@ def _tool(args: list[str], server, credential: str, timeout_s: float, what: str)
     return result
 
 
-def pg_dump_snapshot(target, database: str, snapshot_id: str, out: Path, *, jobs: int) -> None:
-    """A directory-format dump of `database` as the exported snapshot sees it, `jobs` in parallel."""
+def pg_dump_snapshot(target, database: str, snapshot_id: str, out: Path, *, jobs: int, schema: str | None = None) -> None:
+    """A directory-format dump of `database` (or only `schema`) as the exported snapshot sees it,
+    `jobs` in parallel."""
     server = _server(target)
     args = [settings.BACKUP_PG_DUMP, "--format=directory", f"--jobs={jobs}", f"--snapshot={snapshot_id}",
             "--dbname", database, "--file", str(out)]
+    if schema:
+        args.append(f"--schema={schema}")
     result = _tool(args, server, "change", settings.BACKUP_TOOL_TIMEOUT_S, "pg_dump")
     if result.returncode != 0:
         raise ToolFailed(f"pg_dump failed: {result.stderr.strip()[-800:]}")

@@ -30,36 +30,43 @@ log = logging.getLogger(__name__)
 
 def backup_directory(backup: Backup) -> Path:
     root = backup.policy.directory() if backup.policy else Path(settings.BACKUP_DIR)
-    return root / backup.target.name / backup.database / f"backup-{backup.pk}"
+    scope = backup.target.name, backup.database, *([backup.schema] if backup.schema else [])
+    return root.joinpath(*scope) / f"backup-{backup.pk}"
 
 
-def database_of(job) -> str:
-    database = job.params.get("database") or job.target.dbname
+def scope_of(job) -> tuple[str, str | None]:
+    """The database to back up and, for a schema-per-tenant tenant, its schema only."""
+    tenant = job.tenant
+    if tenant is not None and tenant.strategy == tenant.Strategy.SHARED:
+        raise ValueError(f"tenant {tenant.slug} shares its tables (RLS rows): its backup is its target database's")
+    database = (tenant.database_name if tenant else None) or job.params.get("database") or job.target.dbname
     validate_pg_name(database)  # it reaches pg_dump's --dbname, which would take a conninfo string
-    return database
+    return database, (tenant.schema_name if tenant and not tenant.database_name else None)
 
 
 def take_backup(ctx: jobs.JobContext, done: int = 1) -> Backup:
     """This job's backup: taken now, or the one an earlier attempt finished."""
     job = ctx.job
-    database = database_of(job)
+    database, schema = scope_of(job)
     backup = Backup.objects.filter(job=job).first()
     if backup is not None and backup.state == Backup.State.DONE:
         return backup
     if backup is None:
-        policy = BackupPolicy.objects.filter(target=job.target, database=database).first()
-        backup = Backup.objects.create(target=job.target, database=database, job=job, policy=policy)
+        policy = None if schema else BackupPolicy.objects.filter(target=job.target, database=database).first()
+        backup = Backup.objects.create(target=job.target, database=database, job=job, policy=policy,
+                                       tenant=job.tenant, schema=schema or "")
     directory = backup_directory(backup)
     shutil.rmtree(directory, ignore_errors=True)  # what an earlier attempt left
     directory.parent.mkdir(parents=True, exist_ok=True)
     ctx.raise_if_stopped()
-    ctx.log(f"backing up {job.target.name}/{database} into {directory}")
+    ctx.log(f"backing up {job.target.name}/{database}{f' schema {schema}' if schema else ''} into {directory}")
     started = time.monotonic()
     try:
-        with pg_backup.exported_snapshot(job.target, database) as snapshot:
+        with pg_backup.exported_snapshot(job.target, database, schema) as snapshot:
             ctx.log(f"snapshot {snapshot.snapshot_id} exported at {snapshot.taken_at:%H:%M:%S}; "
                     f"{len(snapshot.tables)} tables counted in it")
-            pg_backup.pg_dump_snapshot(job.target, database, snapshot.snapshot_id, directory, jobs=settings.BACKUP_JOBS)
+            pg_backup.pg_dump_snapshot(job.target, database, snapshot.snapshot_id, directory, jobs=settings.BACKUP_JOBS,
+                                       schema=schema)
         files = pg_backup.file_checksums(directory)
     except Exception as exc:
         shutil.rmtree(directory, ignore_errors=True)

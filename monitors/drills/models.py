@@ -70,6 +70,9 @@ class Backup(models.Model):
     policy = models.ForeignKey(BackupPolicy, null=True, blank=True, on_delete=models.SET_NULL, related_name="backups")
     target = models.ForeignKey("console.Target", on_delete=models.CASCADE, related_name="backups")
     database = models.CharField(max_length=63)
+    # A tenant's backup: its database (database per tenant) or only its schema (schema per tenant).
+    tenant = models.ForeignKey("tenants.Tenant", null=True, blank=True, on_delete=models.SET_NULL, related_name="backups")
+    schema = models.CharField(max_length=63, blank=True)
     job = models.ForeignKey("console.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     state = models.CharField(max_length=8, choices=State.choices, default=State.RUNNING)
     snapshot_at = models.DateTimeField(null=True, blank=True)

@@ -54,10 +54,15 @@ def chosen_backup(job: Job) -> Backup:
         if backup is None or backup.state != Backup.State.DONE:
             raise DrillFailed(f"backup {backup_id} cannot be restored: it is missing, failed or removed by retention")
         return backup
-    database = job.params.get("database") or job.target.dbname
-    backup = Backup.restorable().filter(target=job.target, database=database).order_by("-snapshot_at", "-id").first()
+    backups = Backup.restorable().filter(target=job.target)
+    if job.tenant_id:
+        backups, what = backups.filter(tenant_id=job.tenant_id), f"tenant {job.tenant.slug}"
+    else:
+        database = job.params.get("database") or job.target.dbname
+        backups, what = backups.filter(database=database, schema=""), f"{job.target.name}/{database}"
+    backup = backups.order_by("-snapshot_at", "-id").first()
     if backup is None:
-        raise DrillFailed(f"{job.target.name}/{database} has no backup to restore: take one first")
+        raise DrillFailed(f"{what} has no backup to restore: take one first")
     return backup
 
 
@@ -220,7 +225,7 @@ def _verify(step, run: DrillRun, backup: Backup, scratch: Target, name: str, out
     def compare():
         with engines.connect(scratch, credential="change", database=name,
                              statement_timeout_ms=settings.BACKUP_STATEMENT_TIMEOUT_MS, rollback=True) as conn:
-            tables = pg_backup.exact_counts(conn)
+            tables = pg_backup.exact_counts(conn, backup.schema or None)
             alembic = pg_backup.alembic_versions(conn, tables)
             outcome["bytes_restored"] = pg_backup.database_size_bytes(conn)
         outcome["verification"] = {"tables": [{**t, "expected": _expected_rows(manifest, t)} for t in tables],

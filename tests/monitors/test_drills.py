@@ -332,3 +332,34 @@ def test_it_sweeps_the_database_a_drill_left_when_its_worker_died(transactional_
         assert DrillRun.objects.get(job_id=job.pk).dropped_at is not None
     finally:
         jobs.request_cancel(Job.objects.get(pk=job.pk))  # never resumed by the next worker
+
+
+def test_it_backs_up_and_drills_one_schema_per_tenant_tenant(transactional_db, fleet, demo_targets, amcheck_on_scratch,
+                                                             run_here, settings, tmp_path):
+    from tenants.models import Tenant
+
+    settings.BACKUP_DIR = str(tmp_path)
+    primary = demo_targets["demo-primary"]
+    tenant = Tenant.objects.create(slug="drill", name="Drill", target=primary, strategy=Tenant.Strategy.SCHEMA)
+    with servers.application(fleet, "primary", "demo") as conn:
+        conn.execute("CREATE SCHEMA tenant_drill")
+        conn.execute("CREATE TABLE tenant_drill.items (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO tenant_drill.items SELECT generate_series(1, 3)")
+        conn.execute("CREATE TABLE tenant_drill.alembic_version (version_num varchar(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO tenant_drill.alembic_version VALUES ('rev1')")
+    try:
+        backup_job = run_here(jobs.create("drills.backup", target=primary, tenant=tenant, send=False))
+        job = run_here(jobs.create("drills.drill", target=primary, tenant=tenant, send=False))
+    finally:
+        with servers.application(fleet, "primary", "demo") as conn:
+            conn.execute("DROP SCHEMA tenant_drill CASCADE")
+
+    backup = Backup.objects.get(job=backup_job)
+    assert backup.tenant == tenant and backup.schema == "tenant_drill"
+    assert backup.manifest["tables"] == [{"schema": "tenant_drill", "table": "alembic_version", "rows": 1},
+                                         {"schema": "tenant_drill", "table": "items", "rows": 3}]
+    run = DrillRun.objects.get(job=job)
+    assert job.state == Job.State.SUCCEEDED, run.reason
+    assert run.backup == backup and run.passed is True
+    assert run.verification["alembic"] == {"tenant_drill": ["rev1"]}
+    assert drill_databases(fleet) == []
