@@ -192,7 +192,7 @@ def _tool(args: list[str], server, credential: str, timeout_s: float, what: str)
     full = [*args, "--no-password", "--host", server.host, "--port", str(server.port), "--username", login.username]
     try:
         result = subprocess.run(full, env=env, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired as exc:
+    except subprocess.TimeoutExpired:
         raise ToolFailed(f"{what} did not finish within {timeout_s:g} s") from None
     except OSError as exc:
         raise ToolFailed(f"{what} could not be started: {exc}") from None

@@ -9,16 +9,23 @@ from django.db import models
 from django.utils import timezone
 
 
-def validate_cron(expression: str) -> None:
-    if not expression:
-        return
+def cron_schedule(expression: str, nowfun=None):
+    """Celery's crontab for a five-field cron expression (crontab's own order differs)."""
     from celery.schedules import crontab
 
     fields = expression.split()
     if len(fields) != 5:
-        raise ValidationError("a cron expression has five fields: minute hour day-of-month month day-of-week")
+        raise ValueError("a cron expression has five fields: minute hour day-of-month month day-of-week")
+    minute, hour, day_of_month, month_of_year, day_of_week = fields
+    return crontab(minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
+                   day_of_week=day_of_week, nowfun=nowfun)
+
+
+def validate_cron(expression: str) -> None:
+    if not expression:
+        return
     try:
-        crontab(*fields)
+        cron_schedule(expression)
     except (ValueError, TypeError) as exc:
         raise ValidationError(f"not a cron expression: {exc}") from exc
 
@@ -43,11 +50,9 @@ class BackupPolicy(models.Model):
         if self.every_hours:
             return self.scheduled_at is None or now - self.scheduled_at >= timedelta(hours=self.every_hours)
         if self.cron:
-            from celery.schedules import crontab
-
             if self.scheduled_at is None:
                 return True
-            return crontab(*self.cron.split(), nowfun=lambda: now).is_due(self.scheduled_at).is_due
+            return cron_schedule(self.cron, nowfun=lambda: now).is_due(self.scheduled_at).is_due
         return False
 
     class Meta:

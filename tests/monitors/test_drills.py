@@ -306,13 +306,23 @@ def test_it_starts_a_due_policy_once_every_n_hours(db, policy):
 
 
 def test_it_starts_a_policy_when_its_cron_expression_says(db, policy):
-    policy.cron = "0 3 * * *"
-    policy.scheduled_at = timezone.now().replace(hour=3, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    policy.cron = "0 3 1 * *"  # 03:00 on the first of every month
+    policy.scheduled_at = timezone.now().replace(day=1, hour=3, minute=0, second=0, microsecond=0) - timedelta(days=40)
+    policy.scheduled_at = policy.scheduled_at.replace(day=1)
     policy.save()
-    next_run = policy.scheduled_at + timedelta(days=1)
+    next_run = (policy.scheduled_at + timedelta(days=32)).replace(day=1)
 
     assert policy.is_due(next_run - timedelta(minutes=1)) is False
     assert policy.is_due(next_run + timedelta(seconds=30)) is True
+    assert policy.is_due(policy.scheduled_at + timedelta(days=8)) is False  # a week of Mondays is not the 1st
+
+
+def test_it_refuses_a_cron_expression_that_is_not_one(db, policy):
+    from django.core.exceptions import ValidationError
+
+    policy.cron = "every day"
+    with pytest.raises(ValidationError, match="five fields"):
+        policy.full_clean()
 
 
 def test_it_sweeps_the_database_a_drill_left_when_its_worker_died(transactional_db, fleet, policy, run_here, live_worker):
