@@ -373,3 +373,15 @@ def test_it_backs_up_and_drills_one_schema_per_tenant_tenant(transactional_db, f
     assert run.backup == backup and run.passed is True
     assert run.verification["alembic"] == {"tenant_drill": ["rev1"]}
     assert drill_databases(fleet) == []
+
+
+def test_it_keeps_the_backups_of_the_last_n_days_and_removes_older_ones_once_a_newer_is_verified(db, policy):
+    policy.keep_count, policy.keep_days = None, 7
+    policy.save()
+    old_verified, old_unverified = _backup(policy, 24 * 10, verified=True), _backup(policy, 24 * 8)
+    recent_verified, recent = _backup(policy, 24, verified=True), _backup(policy, 1)
+
+    removed = backups.apply_retention(policy)
+
+    assert sorted(removed) == sorted([old_verified.pk, old_unverified.pk])
+    assert set(Backup.restorable().values_list("pk", flat=True)) == {recent_verified.pk, recent.pk}
