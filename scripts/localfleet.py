@@ -248,6 +248,10 @@ def setup_databases(fleet: Fleet) -> None:
     for name in ("primary", "scratch"):
         _psql(fleet, name, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         setup_console_roles(fleet, name)
+    # Restore drills check each restored copy with pg_amcheck as the change login: amcheck is not a
+    # trusted extension, so it comes with every new database (template1), its functions granted.
+    _psql(fleet, "scratch", "CREATE EXTENSION IF NOT EXISTS amcheck", database="template1")
+    _psql(fleet, "scratch", "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO fleet_owner", database="template1")
     if not _psql(fleet, "primary", "SELECT 1 FROM pg_database WHERE datname = 'demo'"):
         _psql(fleet, "primary", "CREATE DATABASE demo OWNER fleet_owner")
     _psql(fleet, "primary", "ALTER DATABASE demo OWNER TO fleet_owner")
