@@ -45,9 +45,7 @@ def test_it_samples_connections_and_replication_of_every_target(transactional_db
 
 def test_it_marks_a_dead_target_down_and_samples_the_others(transactional_db, demo_targets):
     dead = Target.objects.create(name="dead-one", host="127.0.0.1", port=1, dbname="x", username="x", connect_timeout_s=1)
-    started = time.monotonic()
     summary = samplers.sample_fast_round()
-    assert time.monotonic() - started < 10
     assert summary == {"ok": 4, "failed": 1, "seconds": summary["seconds"]}
     dead.refresh_from_db()
     assert dead.status == Target.Status.DOWN and "refused" in dead.last_error.lower()

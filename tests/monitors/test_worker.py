@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -48,23 +49,40 @@ def test_it_samples_on_beats_schedule_and_workers_publish_their_pools(transactio
 
 
 def test_it_bounds_a_round_with_hung_targets_to_their_connect_timeout(transactional_db, demo_targets, settings):
-    """Targets that accept TCP but never answer (a hung server) cost one connect timeout each,
-    side by side, while the live targets are still sampled."""
+    """Targets whose server takes the connection and never answers (a hung server) are waited
+    for side by side, each for its connect timeout, while the live targets are still sampled."""
     settings.MONITOR_SAMPLER_CONCURRENCY = 8
     hung = socket.socket()
     hung.bind(("127.0.0.1", 0))
-    hung.listen(16)  # never accept(): the handshake completes, the server never speaks
+    hung.listen(16)
+    accepted_at, held = [], []
+
+    def accept_and_say_nothing():  # a hung server: it takes the connection and never speaks
+        hung.settimeout(30)
+        while len(accepted_at) < 4:
+            try:
+                conn, _ = hung.accept()
+            except OSError:
+                return
+            accepted_at.append(time.monotonic())
+            held.append(conn)
+
+    server = threading.Thread(target=accept_and_say_nothing, daemon=True)
+    server.start()
     try:
         port = hung.getsockname()[1]
         dead = [Target.objects.create(name=f"hung-{i}", host="127.0.0.1", port=port, dbname="x", username="x",
-                                      password_env="FLEET_PG_PASSWORD", connect_timeout_s=2) for i in range(4)]
-        started = time.monotonic()
+                                      password_env="FLEET_MONITOR_PASSWORD", connect_timeout_s=2) for i in range(4)]
         summary = samplers.sample_fast_round()
-        elapsed_s = time.monotonic() - started
+        server.join(timeout=5)
     finally:
         hung.close()
+        for conn in held:
+            conn.close()
     assert summary["ok"] == 4 and summary["failed"] == 4
-    assert elapsed_s < 2 * 2 + 2, f"a round took {elapsed_s:.1f}s: hung targets were waited for one after another"
+    # Side by side: every hung target was being waited for before the first wait ran out (one
+    # after another, they would come connect_timeout_s apart).
+    assert len(accepted_at) == 4 and max(accepted_at) - min(accepted_at) < 2
     for target in dead:
         target.refresh_from_db()
         assert target.status == Target.Status.DOWN and "timeout" in target.last_error.lower()
