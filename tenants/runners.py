@@ -146,6 +146,7 @@ def run_migrate(ctx: JobContext) -> dict:
     progress = _Progress(ctx, done=len(units) - len(todo))
     failures: dict[str, str] = {}
     backends: set[int] = set()
+    changed: list[str] = []  # the units this attempt actually moved (not those already at head)
     ctx.log(f"{len(todo)} of {len(units)} to bring to {head} on {target.name}, "
             f"{services.parallelism_for(target)} at a time on pooled connections")
 
@@ -160,15 +161,18 @@ def run_migrate(ctx: JobContext) -> dict:
         backends.add(backend)
         Tenant.objects.filter(pk__in=unit["tenant_ids"]).update(schema_version=after)
         progress.advance(lambda data: data.update(done={**data.get("done", {}), unit["key"]: after}))
+        if before != after:
+            changed.append(unit["key"])
         change = "already at head" if before == after else f"{before or 'empty'} -> {after}"
         ctx.log(f"{unit['key']}: {change} ({elapsed_ms:.0f} ms)")
 
     fanout.run_bounded(todo, migrate, services.parallelism_for(target))
     # Pooled connections carry one tenant after another: far fewer server processes than tenants.
-    ctx.log(f"{len(todo) - len(failures)} migrated on {len(backends)} server connection(s)")
+    ctx.log(f"{len(changed)} migrated, {len(todo) - len(failures) - len(changed)} already at head, "
+            f"on {len(backends)} server connection(s)")
     if failures:
         raise TenantsFailed(_failure_summary(failures, len(units), "tenants"))
-    return {"tenants": len(units), "migrated_now": len(todo), "server_connections": len(backends),
+    return {"tenants": len(units), "migrated_now": len(changed), "server_connections": len(backends),
             "head": head, "target": target.name}
 
 

@@ -68,6 +68,11 @@ def test_it_brings_every_tenant_of_a_target_to_head_in_one_job_and_lists_failure
     assert job.state == Job.State.SUCCEEDED, job.error
     assert job.result["migrated_now"] == 1 and job.result["tenants"] == 7
     assert _version(primary, broken) == "0003"
+    # Run again with everything at head: nothing is counted as migrated.
+    again = jobs.create(runners.MIGRATE, target=primary, params={"target_id": primary.pk}, send=False)
+    jobs.execute(again.pk)
+    again = jobs.wait_for(again.pk, timeout_s=60)
+    assert again.state == Job.State.SUCCEEDED and again.result["migrated_now"] == 0
 
 
 def test_it_migrates_the_shared_schema_once_for_all_its_tenants(transactional_db, demo_targets):
