@@ -9,22 +9,13 @@ from console.models import Target
 from monitors import panels, samplers
 from monitors.models import Alert, TargetState
 from tests.servers import superuser as _connect
+from tests.waiting import wait_until
 
 INTERVAL_S = 3.0  # the sampling interval these tests run rounds at (beat's is MONITOR_FAST_INTERVAL_S)
 SLACK_S = 1.0  # what a round itself may take on a busy machine
 
 
 
-
-def _wait_until(predicate, timeout_s: float, what: str, poll_s: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"gave up after {timeout_s:g} s waiting for {what}")
-        time.sleep(poll_s)
 
 
 def _replica_caught_up(fleet) -> bool:
@@ -106,13 +97,13 @@ def test_it_measures_true_lag_after_an_idle_period_and_alerts_only_above_thresho
 
     with _connect(fleet) as writer, _connect(fleet, "replica") as standby:
         writer.execute("CREATE TABLE IF NOT EXISTS lag_writes (at timestamptz DEFAULT now())")
-        _wait_until(lambda: _replica_caught_up(fleet), 30, "the replica to replay the table")
+        wait_until(lambda: _replica_caught_up(fleet), 30, "the replica to replay the table")
         try:
             # When the primary writes nothing but heartbeats for two minutes
             _run_rounds(targets, 120, workload=lambda: None, check=check)
             # and then replay pauses while the primary writes for 10 s
             standby.execute("SELECT pg_wal_replay_pause()")
-            _wait_until(lambda: standby.execute("SELECT pg_get_wal_replay_pause_state() = 'paused'").fetchone()[0],
+            wait_until(lambda: standby.execute("SELECT pg_get_wal_replay_pause_state() = 'paused'").fetchone()[0],
                         10, "replay to pause")
             writes_started = time.monotonic()
             _run_rounds(targets, 10 + INTERVAL_S, workload=lambda: writer.execute("INSERT INTO lag_writes DEFAULT VALUES"),
@@ -123,7 +114,7 @@ def test_it_measures_true_lag_after_an_idle_period_and_alerts_only_above_thresho
         # Then every figure was within one interval of the true lag (checked round by round), and
         # the lag that built up was seen
         assert max(value for name, value in seen if name == "replica, primary's view") >= 10
-        _wait_until(lambda: _replica_caught_up(fleet), 30, "the replica to catch up after resume")
+        wait_until(lambda: _replica_caught_up(fleet), 30, "the replica to catch up after resume")
 
 
 def test_it_matches_a_replica_named_otherwise_to_the_primarys_only_standby(transactional_db, demo_targets, fleet):
@@ -151,7 +142,7 @@ def test_it_writes_the_heartbeat_as_the_change_role_in_a_schema_of_its_own(trans
     assert owner == ("fleet_owner",)
     assert privileges == (True, False, False), "the monitor role reads the heartbeat and writes nothing"
     assert beats[0] >= 1 and beats[1] >= 1
-    _wait_until(lambda: _replica_caught_up(fleet), 30, "the replica to replay the heartbeat")
+    wait_until(lambda: _replica_caught_up(fleet), 30, "the replica to replay the heartbeat")
     samplers.sample_fast_round([primary, replica])
     assert TargetState.objects.get(target=replica).replication["heartbeat_at"]
 
