@@ -1,5 +1,6 @@
 """Backup policies, backups and drill runs (imported by monitors.models, so the app owns them)."""
 
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -44,6 +45,11 @@ class BackupPolicy(models.Model):
     # Read-only statements a drill runs on the restored copy; each must return at least one row.
     smoke_queries = models.JSONField(default=list, blank=True)
     scheduled_at = models.DateTimeField(null=True, blank=True)  # when beat last started its backup
+    # Alerts: no backup younger than backup_max_age_h, no verified (drilled) one younger than drill_max_age_h.
+    backup_max_age_h = models.PositiveIntegerField(default=26)
+    drill_max_age_h = models.PositiveIntegerField(default=7 * 24)
+    # A lower retention waiting for an approver: {"keep_count": n | None, "keep_days": n | None}.
+    pending_retention = models.JSONField(null=True, blank=True)
 
     def is_due(self, now) -> bool:
         """Every `every_hours` hours, or whenever `cron` says (Celery's crontab, in UTC)."""
@@ -55,14 +61,86 @@ class BackupPolicy(models.Model):
             return cron_schedule(self.cron, nowfun=lambda: now).is_due(self.scheduled_at).is_due
         return False
 
+    def next_run_at(self, now=None):
+        """When beat starts its next backup (None: only by hand)."""
+        now = now or timezone.now()
+        if self.every_hours:
+            return max(now, self.scheduled_at + timedelta(hours=self.every_hours)) if self.scheduled_at else now
+        if self.cron:
+            if self.scheduled_at is None:
+                return now
+            return now + cron_schedule(self.cron, nowfun=lambda: now).remaining_estimate(self.scheduled_at)
+        return None
+
+    def schedule_text(self) -> str:
+        if self.every_hours:
+            return f"every {self.every_hours} h"
+        return f"cron {self.cron} (UTC)" if self.cron else "by hand only"
+
+    def retention_text(self) -> str:
+        return retention_text(self.keep_count, self.keep_days)
+
+    def lowers_retention(self, keep_count, keep_days) -> bool:
+        """Whether retention would keep fewer backups. Retention keeps the union of the last
+        keep_count and the last keep_days days; with neither set it keeps everything."""
+        if keep_count is None and keep_days is None:
+            return False
+        if self.keep_count is None and self.keep_days is None:
+            return True
+        return (keep_count or 0) < (self.keep_count or 0) or (keep_days or 0) < (self.keep_days or 0)
+
+    def backups_of(self):
+        """Its database's whole-database backups, those taken by hand or before the policy included."""
+        return Backup.objects.filter(target_id=self.target_id, database=self.database, schema="", tenant__isnull=True)
+
+    def drill_runs(self):
+        return DrillRun.objects.filter(backup__in=self.backups_of())
+
+    def status(self, now=None) -> "PolicyStatus":
+        now = now or timezone.now()
+        backups = self.backups_of()
+        last_backup = backups.filter(state=Backup.State.DONE).order_by("-snapshot_at", "-id").first()
+        last_verified = backups.filter(verified_at__isnull=False).order_by("-snapshot_at", "-id").first()
+        last_drill = self.drill_runs().filter(finished_at__isnull=False).order_by("-finished_at", "-id").first()
+        overdue = []
+        if last_backup is None or now - last_backup.snapshot_at > timedelta(hours=self.backup_max_age_h):
+            overdue.append(f"no backup in the last {self.backup_max_age_h} h")
+        if last_verified is None or now - last_verified.snapshot_at > timedelta(hours=self.drill_max_age_h):
+            overdue.append(f"no verified backup in the last {_hours_text(self.drill_max_age_h)}")
+        return PolicyStatus(last_backup, last_verified, last_drill, self.next_run_at(now), overdue)
+
     class Meta:
         constraints = [models.UniqueConstraint(fields=["target", "database"], name="one_backup_policy_per_database")]
 
     def __str__(self):
         return f"{self.target.name}/{self.database}"
 
+    def get_absolute_url(self):
+        from django.urls import reverse
+
+        return reverse("drill-policy", args=[self.pk])
+
     def directory(self) -> Path:
         return Path(self.destination or settings.BACKUP_DIR)
+
+
+def retention_text(keep_count: int | None, keep_days: int | None) -> str:
+    kept = ([f"the last {keep_count}"] if keep_count is not None else []) + (
+        [f"those of the last {keep_days} days"] if keep_days is not None else [])
+    return "keep " + " and ".join(kept) if kept else "keep all"
+
+
+def _hours_text(hours: int) -> str:
+    return f"{hours // 24} days" if hours % 24 == 0 and hours >= 48 else f"{hours} h"
+
+
+@dataclass
+class PolicyStatus:
+    last_backup: "Backup | None"
+    last_verified: "Backup | None"
+    last_drill: "DrillRun | None"
+    next_run_at: object
+    overdue: list[str]
 
 
 class Backup(models.Model):
@@ -127,6 +205,23 @@ class DrillRun(models.Model):
 
     def __str__(self):
         return f"drill {self.pk}"
+
+    def get_absolute_url(self):
+        from django.urls import reverse
+
+        return reverse("drill-run-detail", args=[self.pk])
+
+    @property
+    def is_over(self) -> bool:
+        return self.finished_at is not None
+
+    def result_text(self) -> str:
+        return {True: "passed", False: "failed"}.get(self.passed, "running" if not self.is_over else "interrupted")
+
+    def table_rows(self) -> list[dict]:
+        """The verification table: every table compared, its expected and found rows, and whether they match."""
+        return [{**t, "name": f"{t['schema']}.{t['table']}", "ok": t.get("expected") == t["rows"]}
+                for t in self.verification.get("tables", [])]
 
     @property
     def rto(self) -> timedelta | None:
