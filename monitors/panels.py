@@ -91,108 +91,154 @@ def _last(value):
     return (value is None, -(value or 0))
 
 
+class _Overview:
+    """What every overview row is read against, read once per request: the console's pools, open
+    alerts and failing samplers by target."""
+
+    def __init__(self):
+        self.now = timezone.now()
+        self.pools = pools.totals_by_target()
+        self.alerts = defaultdict(list)
+        for target_id, level, message in Alert.open().values_list("target_id", "level", "message"):
+            self.alerts[target_id].append({"level": level, "message": message,
+                                           "short": message if len(message) <= 40 else message[:39] + "…"})
+        self.failing = defaultdict(list)
+        for target_id, sampler, since in SamplerHealth.objects.filter(consecutive_failures__gt=0).values_list(
+                "target_id", "sampler", "failing_since"):
+            self.failing[target_id].append(f"{SAMPLER_LABELS.get(sampler, sampler)} failing since {since:%H:%M:%S} UTC")
+
+    def pool_pct(self, t: dict):
+        return figures.pool_utilisation_pct(self.pools.get(t["id"]))
+
+    def alert_score(self, t: dict) -> int:
+        return sum(2 if a["level"] == Alert.Level.CRITICAL else 1 for a in self.alerts[t["id"]])
+
+
+def _active(t: dict):
+    by_state = t["state__connections_by_state"]
+    return None if by_state is None else by_state.get("active", 0)
+
+
+def _conn_pct(t: dict):
+    return figures.connections_pct(t["state__connections"], t["state__max_connections"], t["state__reserved_connections"])
+
+
+# Sort keys: the fields each reads and how; the whole fleet is sorted on those few fields, and only
+# the rows of the page shown are read in full and formatted.
+_SORT_KEYS = {
+    "name": ((), lambda t, o: t["name"]),
+    "role": (("role",), lambda t, o: (ROLE_LABELS.get(t["role"], t["role"]), t["name"])),
+    "status": (("status",), lambda t, o: (t["status"] != Target.Status.DOWN, t["name"])),
+    "pool": ((), lambda t, o: -(o.pool_pct(t) or 0)),
+    "tps": (("state__tps",), lambda t, o: _last(t["state__tps"])),
+    "sessions": (("state__connections_by_state", "state__waiting_on_locks"),
+                 lambda t, o: _last(None if _active(t) is None else _active(t) + (t["state__waiting_on_locks"] or 0))),
+    "longest_query": (("state__longest_query_s",), lambda t, o: _last(t["state__longest_query_s"])),
+    "oldest_xact": (("state__oldest_xact_s",), lambda t, o: _last(t["state__oldest_xact_s"])),
+    "cache_hit": (("state__cache_hit_pct",),  # the worst first
+                  lambda t, o: (t["state__cache_hit_pct"] is None, t["state__cache_hit_pct"] or 0)),
+    "size": (("state__database_size_bytes",), lambda t, o: _last(t["state__database_size_bytes"])),
+    "xid_age": (("state__xid_age_pct",), lambda t, o: _last(t["state__xid_age_pct"])),
+    "version": (("server_version",), lambda t, o: (not t["server_version"], _version_key(t["server_version"]), t["name"])),
+    "uptime": (("state__server_started_at",),  # the latest restart first
+               lambda t, o: _last(t["state__server_started_at"] and t["state__server_started_at"].timestamp())),
+    "connections": (("state__connections", "state__max_connections", "state__reserved_connections"),
+                    lambda t, o: -(_conn_pct(t) or 0)),
+    "lag": (("state__replica_lag_s",), lambda t, o: -(t["state__replica_lag_s"] or 0)),
+    "slow": (("state__slow_queries",), lambda t, o: -(t["state__slow_queries"] or 0)),
+    "alerts": ((), lambda t, o: (-o.alert_score(t), t["name"])),
+}
+
+
 def overview_rows(targets, sort: str = "name") -> "OverviewRows":
-    """One ready-to-print row per target (a Target queryset): formatting happens here, once."""
-    pool_totals = pools.totals_by_target()
-    open_alerts = defaultdict(list)
-    for target_id, level, message in Alert.open().values_list("target_id", "level", "message"):
-        open_alerts[target_id].append({"level": level, "message": message,
-                                       "short": message if len(message) <= 40 else message[:39] + "…"})
-    failing = defaultdict(list)
-    for target_id, sampler, since in SamplerHealth.objects.filter(consecutive_failures__gt=0).values_list(
-            "target_id", "sampler", "failing_since"):
-        failing[target_id].append(f"{SAMPLER_LABELS.get(sampler, sampler)} failing since {since:%H:%M:%S} UTC")
-    now = timezone.now()
-    rows = []
-    values = list(targets.values(*OVERVIEW_FIELDS))
-    for t in values:
-        pool = pool_totals.get(t["id"])
-        capacity = (pool["size"] + pool["max_overflow"]) if pool else 0
-        pool_pct = figures.pool_utilisation_pct(pool)
-        connections = t["state__connections"]
-        usable = figures.usable_connections(t["state__max_connections"], t["state__reserved_connections"])
-        conn_pct = figures.connections_pct(connections, t["state__max_connections"], t["state__reserved_connections"])
-        alerts = sorted(open_alerts[t["id"]], key=lambda a: a["level"] != Alert.Level.CRITICAL)
-        lag_s = t["state__replica_lag_s"]
-        by_state = t["state__connections_by_state"] or {}
-        started = t["state__server_started_at"]
-        uptime_s = (now - started).total_seconds() if started else None
-        size = t["state__database_size_bytes"]
-        rows.append({
-            "id": t["id"],
-            "name": t["name"],
-            "url": reverse("target-detail", args=[t["id"]]),
-            "tags": t["tags"],
-            "role": ROLE_LABELS.get(t["role"], t["role"]),
-            "upstream": t["upstream__name"] or "",
-            "status": t["status"],
-            "status_text": STATUS_LABELS.get(t["status"], t["status"]),
-            "seen": ("last seen " if t["status"] == Target.Status.DOWN else "") + _ago(t["last_seen_at"], now),
-            "pool_pct": pool_pct,
-            "pool_width": round(pool_pct or 0),
-            "pool_label": f"{pool['checked_out']} / {capacity}" if capacity else "",
-            "pool_level": figures.meter_class("pool_utilisation_pct", pool_pct),
-            "is_bouncer": t["role"] == Target.Role.PGBOUNCER,
-            "bouncer_waiting": t["state__bouncer_cl_waiting"],
-            "conn_pct": conn_pct,
-            "conn_width": round(conn_pct or 0),
-            "conn_label": f"{connections} / {usable}" if connections is not None and usable else "",
-            "conn_level": figures.meter_class("connections_pct", conn_pct),
-            "lag_s": lag_s,
-            "lag_text": f"{lag_s:.1f} s · {_bytes(t['state__replica_lag_bytes'] or 0)}" if lag_s is not None else "",
-            "lag_source": LAG_SOURCE_LABELS.get(t["state__replica_lag_source"] or "", ""),
-            "failing_samplers": failing[t["id"]],
-            "slow": t["state__slow_queries"],
-            "alerts": alerts,
-            "tps": t["state__tps"],
-            "tps_trend": _tps_trend([]),  # filled for the rows on a page: OverviewRows
-            "active": by_state.get("active") if t["state__connections_by_state"] is not None else None,
-            "waiting": t["state__waiting_on_locks"],
-            "longest_query_s": t["state__longest_query_s"],
-            "longest_query": _span_or_dash(t["state__longest_query_s"]),
-            "oldest_xact_s": t["state__oldest_xact_s"],
-            "oldest_xact": _span_or_dash(t["state__oldest_xact_s"]),
-            "cache_hit_pct": t["state__cache_hit_pct"],
-            "size_bytes": size,
-            "size": _bytes(size) if size is not None else "—",
-            "xid_age_pct": t["state__xid_age_pct"],
-            "version": t["server_version"] or "",
-            "uptime_s": uptime_s,
-            "uptime": _span_or_dash(uptime_s),
-        })
-    keys = {
-        "name": lambda r: r["name"],
-        "role": lambda r: (r["role"], r["name"]),
-        "tps": lambda r: _last(r["tps"]),
-        "sessions": lambda r: _last(None if r["active"] is None else r["active"] + (r["waiting"] or 0)),
-        "longest_query": lambda r: _last(r["longest_query_s"]),
-        "oldest_xact": lambda r: _last(r["oldest_xact_s"]),
-        "cache_hit": lambda r: (r["cache_hit_pct"] is None, r["cache_hit_pct"] or 0),  # the worst first
-        "size": lambda r: _last(r["size_bytes"]),
-        "xid_age": lambda r: _last(r["xid_age_pct"]),
-        "version": lambda r: (not r["version"], _version_key(r["version"]), r["name"]),
-        "uptime": lambda r: (r["uptime_s"] is None, r["uptime_s"] or 0),  # the latest restart first
-        "status": lambda r: (r["status"] != Target.Status.DOWN, r["name"]),
-        "pool": lambda r: -(r["pool_pct"] or 0),
-        "connections": lambda r: -(r["conn_pct"] or 0),
-        "lag": lambda r: -(r["lag_s"] or 0),
-        "slow": lambda r: -(r["slow"] or 0),
-        "alerts": lambda r: (-sum(2 if a["level"] == "critical" else 1 for a in r["alerts"]), r["name"]),
+    """The overview of `targets` (a Target queryset), sorted by `sort` over all of them; a row is
+    read in full and formatted when it is shown (see OverviewRows)."""
+    overview = _Overview()
+    fields, key = _SORT_KEYS.get(sort, _SORT_KEYS["name"])
+    keys = sorted(targets.values("id", "name", *fields), key=lambda t: key(t, overview))
+    return OverviewRows(targets, keys, overview)
+
+
+def _overview_row(t: dict, o: _Overview) -> dict:
+    """One ready-to-print row: formatting happens here, once."""
+    pool = o.pools.get(t["id"])
+    capacity = (pool["size"] + pool["max_overflow"]) if pool else 0
+    pool_pct = o.pool_pct(t)
+    connections = t["state__connections"]
+    usable = figures.usable_connections(t["state__max_connections"], t["state__reserved_connections"])
+    conn_pct = _conn_pct(t)
+    lag_s = t["state__replica_lag_s"]
+    started = t["state__server_started_at"]
+    uptime_s = (o.now - started).total_seconds() if started else None
+    size = t["state__database_size_bytes"]
+    return {
+        "id": t["id"],
+        "name": t["name"],
+        "url": reverse("target-detail", args=[t["id"]]),
+        "tags": t["tags"],
+        "role": ROLE_LABELS.get(t["role"], t["role"]),
+        "upstream": t["upstream__name"] or "",
+        "status": t["status"],
+        "status_text": STATUS_LABELS.get(t["status"], t["status"]),
+        "seen": ("last seen " if t["status"] == Target.Status.DOWN else "") + _ago(t["last_seen_at"], o.now),
+        "pool_pct": pool_pct,
+        "pool_width": round(pool_pct or 0),
+        "pool_label": f"{pool['checked_out']} / {capacity}" if capacity else "",
+        "pool_level": figures.meter_class("pool_utilisation_pct", pool_pct),
+        "is_bouncer": t["role"] == Target.Role.PGBOUNCER,
+        "bouncer_waiting": t["state__bouncer_cl_waiting"],
+        "conn_pct": conn_pct,
+        "conn_width": round(conn_pct or 0),
+        "conn_label": f"{connections} / {usable}" if connections is not None and usable else "",
+        "conn_level": figures.meter_class("connections_pct", conn_pct),
+        "lag_s": lag_s,
+        "lag_text": f"{lag_s:.1f} s · {_bytes(t['state__replica_lag_bytes'] or 0)}" if lag_s is not None else "",
+        "lag_source": LAG_SOURCE_LABELS.get(t["state__replica_lag_source"] or "", ""),
+        "failing_samplers": o.failing[t["id"]],
+        "slow": t["state__slow_queries"],
+        "alerts": sorted(o.alerts[t["id"]], key=lambda a: a["level"] != Alert.Level.CRITICAL),
+        "tps": t["state__tps"],
+        "active": _active(t),
+        "waiting": t["state__waiting_on_locks"],
+        "longest_query_s": t["state__longest_query_s"],
+        "longest_query": _span_or_dash(t["state__longest_query_s"]),
+        "oldest_xact_s": t["state__oldest_xact_s"],
+        "oldest_xact": _span_or_dash(t["state__oldest_xact_s"]),
+        "cache_hit_pct": t["state__cache_hit_pct"],
+        "size_bytes": size,
+        "size": _bytes(size) if size is not None else "—",
+        "xid_age_pct": t["state__xid_age_pct"],
+        "version": t["server_version"] or "",
+        "uptime_s": uptime_s,
+        "uptime": _span_or_dash(uptime_s),
     }
-    return OverviewRows(sorted(rows, key=keys.get(sort, keys["name"])))
 
 
 class OverviewRows(list):
-    """The sorted overview; a slice of it (the Paginator's page) gets its rows' TPS trends, read
-    in one query for that page's targets only."""
+    """The sorted overview as the targets' sort keys; the rows taken from it (the Paginator's page,
+    or all of them when iterated) are read in full then, with their TPS trends, in two queries."""
+
+    def __init__(self, targets, keys: list[dict], overview: _Overview):
+        super().__init__(keys)
+        self.targets = targets
+        self.overview = overview
+
+    def _rows(self, keys) -> list[dict]:
+        ids = [k["id"] for k in keys]
+        values = {t["id"]: t for t in self.targets.filter(pk__in=ids).values(*OVERVIEW_FIELDS)}
+        rows = [_overview_row(values[i], self.overview) for i in ids if i in values]
+        trends = tps_trends(ids)
+        for row in rows:
+            row["tps_trend"] = _tps_trend(trends.get(row["id"], []))
+        return rows
 
     def __getitem__(self, index):
-        rows = super().__getitem__(index)
         if isinstance(index, slice):
-            trends = tps_trends([r["id"] for r in rows])
-            for row in rows:
-                row["tps_trend"] = _tps_trend(trends.get(row["id"], []))
-        return rows
+            return self._rows(super().__getitem__(index))
+        return self._rows([super().__getitem__(index)])[0]
+
+    def __iter__(self):
+        return iter(self._rows(list.__iter__(self)))
 
 
 def _bytes(value: float) -> str:
