@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the console needs on a fresh Debian 12 machine, and nothing twice:
-# apt packages (PostgreSQL 15, PgBouncer, Redis; Chromium for the tests) and the .venv.
+# apt packages (PostgreSQL 15, PgBouncer, Redis, pgBackRest; Chromium for the tests) and the .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,7 @@ need=()
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15 postgresql-client-15)
 command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
 command -v redis-server >/dev/null || need+=(redis-server)
+command -v pgbackrest >/dev/null || need+=(pgbackrest)
 command -v runuser >/dev/null || need+=(util-linux)
 python3 -c "import ensurepip, venv" 2>/dev/null || need+=(python3-venv)
 if $want_test; then

@@ -1,6 +1,7 @@
 """Start and stop a local fleet on loopback: the console's own PostgreSQL, a demo primary with a
 streaming replica (pg_basebackup -R), PgBouncer in transaction mode in front of the primary, a
-scratch server for restore drills, and Redis.
+scratch server for restore drills, and Redis. The primary archives its WAL with pgBackRest
+(archive-push) into a repository under the fleet's folder, stanza `demo`.
 
 Standard library only, so `make up` and the test suite can both use it before Django is set up.
 PostgreSQL and PgBouncer refuse to run as root: they run as an unprivileged system user.
@@ -66,6 +67,9 @@ class Fleet:
             "FLEET_REPLICA_PORT": str(self.port("replica")),
             "FLEET_SCRATCH_PORT": str(self.port("scratch")),
             "FLEET_BOUNCER_PORT": str(self.port("bouncer")),
+            # pgBackRest's configuration of the primary's stanza, and where PITR drills restore.
+            "PGBACKREST_CONFIG": str(pgbackrest_config(self)),
+            "PITR_DRILL_DIR": str(self.path("pitr-drills")),
         }
 
 
@@ -150,6 +154,8 @@ HBA = """# fleet console local fleet: TCP on loopback only, passwords required
 host    all             all             127.0.0.1/32            scram-sha-256
 host    replication     all             127.0.0.1/32            scram-sha-256
 """
+# The primary's socket (archiving_settings) is for pgBackRest, which runs as the service user.
+LOCAL_HBA = "local   all             postgres                                peer\n"
 
 
 def _pg_running(datadir: Path) -> bool:
@@ -190,6 +196,77 @@ def _psql(fleet: Fleet, name: str, sql: str, database: str = "postgres") -> str:
     return result.stdout.strip()
 
 
+# pgBackRest ---------------------------------------------------------------------------------------
+
+STANZA = "demo"
+
+
+def pgbackrest_config(fleet: Fleet) -> Path:
+    return fleet.path("pgbackrest", "pgbackrest.conf")
+
+
+def archiving_settings(fleet: Fleet) -> dict[str, str]:
+    """The primary's WAL archiving: pgbackrest archive-push, one segment at a time (no async
+    spool), into the stanza of pgbackrest_config(). pgBackRest reaches the server through a unix
+    socket in a folder only the service user (and root) may enter, with peer authentication."""
+    command = f"pgbackrest --config={pgbackrest_config(fleet)} --stanza={STANZA} archive-push %p"
+    return {"archive_mode": "on", "archive_command": command, "unix_socket_directories": str(fleet.path("run"))}
+
+
+def write_pgbackrest_config(fleet: Fleet) -> None:
+    folder = fleet.path("pgbackrest")
+    for sub in ("repo", "log", "lock", "spool"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    os.chmod(folder / "repo", 0o750)
+    # lz4 and one process: archive-push of a 16 MB segment stays in the tens of milliseconds.
+    pgbackrest_config(fleet).write_text(f"""# fleet console local fleet: the demo primary's pgBackRest repository
+[global]
+repo1-path={folder / 'repo'}
+repo1-retention-full=2
+log-path={folder / 'log'}
+lock-path={folder / 'lock'}
+spool-path={folder / 'spool'}
+archive-async=n
+compress-type=lz4
+compress-level=1
+process-max=1
+start-fast=y
+log-level-console=warn
+log-level-file=info
+
+[{STANZA}]
+pg1-path={fleet.path('pg', 'primary')}
+pg1-port={fleet.port('primary')}
+pg1-socket-path={fleet.path('run')}
+pg1-user=postgres
+""")
+    chown_to_service_user(folder)
+
+
+def ensure_archiving(fleet: Fleet) -> None:
+    """A primary made before archiving existed gets it (ALTER SYSTEM, a restart); then the stanza
+    is created, which pgBackRest does only once (it checks an existing one)."""
+    run = fleet.path("run")
+    run.mkdir(mode=0o700, exist_ok=True)
+    chown_to_service_user(run)
+    hba = fleet.path("pg", "primary", "pg_hba.conf")
+    if LOCAL_HBA not in hba.read_text():
+        with open(hba, "a") as handle:
+            handle.write(LOCAL_HBA)
+        _psql(fleet, "primary", "SELECT pg_reload_conf()")
+    wanted = archiving_settings(fleet)
+    current = {name: _psql(fleet, "primary", f"SELECT current_setting('{name}')") for name in wanted}
+    if current != wanted:
+        for name, value in wanted.items():
+            _psql(fleet, "primary", f"ALTER SYSTEM SET {name} = '{value}'")
+        _pg_stop(fleet, "primary")
+        _pg_start(fleet, "primary")
+        log("primary: WAL archiving with pgbackrest archive-push turned on")
+    as_service_user(["pgbackrest", f"--config={pgbackrest_config(fleet)}", f"--stanza={STANZA}", "stanza-create"],
+                    stdout=subprocess.DEVNULL)
+    log(f"primary: pgBackRest stanza {STANZA} ready in {fleet.path('pgbackrest', 'repo')}")
+
+
 def init_cluster(fleet: Fleet, name: str) -> None:
     datadir = fleet.path("pg", name)
     if (datadir / "PG_VERSION").exists():
@@ -207,7 +284,9 @@ def init_cluster(fleet: Fleet, name: str) -> None:
     pwfile.unlink()
     with open(datadir / "postgresql.conf", "a") as conf:
         conf.write(_cluster_conf(fleet, name))
-    (datadir / "pg_hba.conf").write_text(HBA)
+        if name == "primary":
+            conf.write("".join(f"{key} = '{value}'\n" for key, value in archiving_settings(fleet).items()))
+    (datadir / "pg_hba.conf").write_text(HBA + (LOCAL_HBA if name == "primary" else ""))
     chown_to_service_user(datadir)
     log(f"{name}: initialised {datadir}")
 
@@ -455,9 +534,13 @@ def up(fleet: Fleet, demo_data: bool = True) -> Fleet:
         fleet.path(folder).mkdir(parents=True, exist_ok=True)
     chown_to_service_user(fleet.path("pg"))
     chown_to_service_user(fleet.path("log"))
+    fleet.path("run").mkdir(mode=0o700, exist_ok=True)
+    chown_to_service_user(fleet.path("run"))
+    write_pgbackrest_config(fleet)
     for name in ("console", "primary", "scratch"):
         init_cluster(fleet, name)
         _pg_start(fleet, name)
+    ensure_archiving(fleet)
     init_replica(fleet)
     _pg_start(fleet, "replica")
     setup_databases(fleet)
