@@ -1,6 +1,7 @@
 from django.urls import path, register_converter
 
 from monitors import views
+from monitors.drills import views as drill_views
 
 
 class SignedIntConverter:
@@ -27,6 +28,12 @@ urlpatterns = [
     path("fleet/targets/<int:target_id>/series/<str:name>.json", views.target_series, name="target-series"),
     path("fleet/targets/<int:target_id>/alerts/", views.alert_thresholds, name="target-alerts"),
     path("fleet/targets/<int:target_id>/alerts/save/", views.alert_threshold_save, name="target-alerts-save"),
-    path("drills/", views.drill_list, name="drills"),
-    path("drills/run/", views.drill_run, name="drill-run"),
+    path("drills/", drill_views.drill_list, name="drills"),
+    path("drills/run/", drill_views.drill_run, name="drill-run"),
+    path("drills/backups/", drill_views.backup_list, name="drill-backups"),
+    path("drills/policies/new/", drill_views.policy_form, name="drill-policy-new"),
+    path("drills/policies/<int:policy_id>/", drill_views.policy_detail, name="drill-policy"),
+    path("drills/policies/<int:policy_id>/edit/", drill_views.policy_form, name="drill-policy-edit"),
+    path("drills/policies/<int:policy_id>/trend.json", drill_views.policy_series, name="drill-policy-series"),
+    path("drills/runs/<int:run_id>/", drill_views.run_detail, name="drill-run-detail"),
 ]

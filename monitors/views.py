@@ -9,44 +9,16 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from console import audit, engines, jobs
-from console.models import Job, Target
+from console import audit, engines
+from console.models import Target
 from console.pg import activity, explain as pg_explain
 from console.roles import ADMIN, OPERATOR, action, bad_request, forbidden
 from monitors import alerts, charts, panels, series
 from monitors.forms import ThresholdForm
-from monitors.drills import restores  # noqa: F401  (registers the drill job runners)
-from monitors.drills.models import Backup, DrillRun
 from monitors.models import AlertThreshold, StatementCounter, TargetState
 
 
 PG_INT4_MAX = 2**31 - 1
-
-
-def drill_list(request):
-    drill_jobs = Job.objects.filter(kind__startswith="drills.")[:50]
-    scratch = Target.objects.filter(role=Target.Role.SCRATCH)
-    sources = Target.objects.exclude(role__in=[Target.Role.SCRATCH, Target.Role.PGBOUNCER]).order_by("name")
-    context = {"jobs": drill_jobs, "scratch_targets": scratch, "sources": sources,
-               "backups": Backup.objects.select_related("target")[:50],
-               "drill_runs": DrillRun.objects.select_related("backup__target", "scratch")[:50]}
-    return render(request, "monitors/drill_list.html", context)
-
-
-@require_POST
-@action("drills.run", OPERATOR)
-def drill_run(request):
-    """Backup and drill now: a backup of the chosen target's database, restored and verified."""
-    target = Target.objects.exclude(role__in=[Target.Role.SCRATCH, Target.Role.PGBOUNCER]).filter(
-        pk=request.POST.get("target") or 0).first()
-    if target is None or not Target.objects.filter(role=Target.Role.SCRATCH).exists():
-        why = "choose a target to back up" if target is None else "no scratch server to restore into"
-        audit.record(request, "drills.run", outcome="failed", detail={"why": why})
-        messages.error(request, f"Backup and drill: {why}.")
-        return redirect("drills")
-    job = jobs.create("drills.backup_and_drill", user=request.user, target=target, params={"database": target.dbname})
-    audit.record(request, "drills.run", job, detail={"target": target.name, "database": target.dbname})
-    return redirect(job)
 
 
 def _window(request, default: str) -> str:

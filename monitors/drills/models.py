@@ -80,6 +80,9 @@ class BackupPolicy(models.Model):
     def retention_text(self) -> str:
         return retention_text(self.keep_count, self.keep_days)
 
+    def pending_retention_text(self) -> str:
+        return retention_text(**self.pending_retention) if self.pending_retention else ""
+
     def lowers_retention(self, keep_count, keep_days) -> bool:
         """Whether retention would keep fewer backups. Retention keeps the union of the last
         keep_count and the last keep_days days; with neither set it keeps everything."""

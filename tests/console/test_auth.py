@@ -91,6 +91,7 @@ def _action_requests(subjects):
         "migrations.change_override": ("post", "/migrations/changes/999999/override/", {"reason": ""}),
         "migrations.stage_request": ("post", "/migrations/changes/999999/stages/expand/request/", {}),
         "drills.run": ("post", "/drills/run/", {"target": ""}),
+        "drills.policy_save": ("post", "/drills/policies/new/", {"target": ""}),
     }
 
 
@@ -105,7 +106,7 @@ EXPECTED_ROLE = {
     "migrations.backfill": "operator", "migrations.backfill_control": "operator",
     "migrations.change_create": "operator", "migrations.change_override": "operator",
     "migrations.stage_request": "operator",
-    "drills.run": "operator",
+    "drills.run": "operator", "drills.policy_save": "operator",
 }
 
 

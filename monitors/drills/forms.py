@@ -1,0 +1,78 @@
+"""The backup policy form (operators): schedule, retention, destination, scratch server, smoke
+queries and the ages past which an alert opens."""
+
+from pathlib import Path
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from console.models import Target
+from console.validators import validate_pg_name
+from monitors.drills.models import BackupPolicy
+from monitors.drills.restores import check_smoke_query
+
+HOURS_MAX = 24 * 366
+
+
+class PolicyForm(forms.ModelForm):
+    smoke_queries = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="One SELECT per line, run on the restored copy; each must return at least one row.")
+
+    class Meta:
+        model = BackupPolicy
+        fields = ["target", "database", "every_hours", "cron", "keep_count", "keep_days", "destination", "scratch",
+                  "smoke_queries", "backup_max_age_h", "drill_max_age_h"]
+        labels = {
+            "every_hours": "Every N hours", "cron": "Or a cron expression (UTC)", "keep_count": "Keep the last N backups",
+            "keep_days": "Keep the backups of the last N days", "destination": "Destination directory",
+            "scratch": "Scratch server", "backup_max_age_h": "Alert without a backup for (hours)",
+            "drill_max_age_h": "Alert without a verified backup for (hours)",
+        }
+        help_texts = {
+            "cron": "minute hour day-of-month month day-of-week, e.g. 0 3 * * *",
+            "keep_count": "Empty with the next one empty too: keep all. The newest verified backup is never removed.",
+            "destination": "Empty: the BACKUP_DIR setting. An absolute path on the workers.",
+            "scratch": "Empty: the first target of role scratch.",
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["target"].queryset = Target.objects.exclude(
+            role__in=[Target.Role.SCRATCH, Target.Role.PGBOUNCER]).order_by("name")
+        self.fields["scratch"].queryset = Target.objects.filter(role=Target.Role.SCRATCH).order_by("name")
+        for name in ("every_hours", "backup_max_age_h", "drill_max_age_h"):
+            self.fields[name].min_value = 1
+            self.fields[name].max_value = HOURS_MAX
+            self.fields[name].widget.attrs.update(min=1, max=HOURS_MAX)
+        self.fields["keep_count"].min_value = 1
+        self.fields["keep_days"].min_value = 1
+        if self.instance.pk:
+            self.initial["smoke_queries"] = "\n".join(self.instance.smoke_queries)
+            self.fields["target"].disabled = self.fields["database"].disabled = True
+
+    def clean_database(self):
+        database = self.cleaned_data["database"]
+        validate_pg_name(database)
+        return database
+
+    def clean_destination(self):
+        destination = self.cleaned_data["destination"].strip()
+        if destination and not Path(destination).is_absolute():
+            raise ValidationError("an absolute path, e.g. /var/backups/fleet")
+        return destination
+
+    def clean_smoke_queries(self):
+        queries = [line.strip() for line in self.cleaned_data["smoke_queries"].splitlines() if line.strip()]
+        for number, query in enumerate(queries, 1):
+            try:
+                check_smoke_query(query)
+            except ValueError as exc:
+                raise ValidationError(f"line {number}: {exc}") from exc
+        return queries
+
+    def clean(self):
+        data = super().clean()
+        if data.get("every_hours") and data.get("cron"):
+            raise ValidationError("Choose every N hours or a cron expression, not both.")
+        return data
