@@ -347,6 +347,30 @@ CELERY_BEAT_SCHEDULE["monitors-sweep-drills"] = {
     "options": {"expires": DRILL_SWEEP_INTERVAL_S},
 }
 
+# Physical backups and PITR drills with pgBackRest (console/pg/pgbackrest.py, monitors/drills/pitr.py).
+PGBACKREST_BIN = env("PGBACKREST_BIN", "pgbackrest")
+PGBACKREST_TIMEOUT_S = envfloat("PGBACKREST_TIMEOUT_S", 6 * 3600.0)  # a backup or a restore
+PGBACKREST_INFO_TIMEOUT_S = envfloat("PGBACKREST_INFO_TIMEOUT_S", 30.0)
+# pgBackRest and the drills' PostgreSQL run as this user when the worker runs as root.
+PITR_SERVICE_USER = env("PITR_SERVICE_USER", "postgres")
+PITR_SUPERUSER = env("PITR_SUPERUSER", "postgres")  # the restored copy's bootstrap superuser
+PITR_PG_BIN = env("PITR_PG_BIN", "/usr/lib/postgresql/15/bin")
+PITR_DRILL_DIR = env("PITR_DRILL_DIR", "/var/tmp/fleet-console-pitr")
+PITR_RESTORE_PROCESSES = envint("PITR_RESTORE_PROCESSES", 2)
+PITR_DRILL_DELAY_S = envfloat("PITR_DRILL_DELAY_S", 300.0)  # default target: now minus this
+PITR_RECOVERY_TIMEOUT_S = envfloat("PITR_RECOVERY_TIMEOUT_S", 6 * 3600.0)
+PITR_SWEEP_INTERVAL_S = envfloat("PITR_SWEEP_INTERVAL_S", 300.0)
+CELERY_BEAT_SCHEDULE["monitors-sweep-pitr-drills"] = {
+    "task": "monitors.sweep_pitr_drills",
+    "schedule": PITR_SWEEP_INTERVAL_S,
+    "options": {"expires": PITR_SWEEP_INTERVAL_S},
+}
+CELERY_BEAT_SCHEDULE["monitors-schedule-physical-backups"] = {
+    "task": "monitors.schedule_physical_backups",
+    "schedule": BACKUP_SCHEDULE_INTERVAL_S,
+    "options": {"expires": BACKUP_SCHEDULE_INTERVAL_S},
+}
+
 # Lock-safe DDL (console/pg/ddl.py): each statement waits at most DDL_LOCK_TIMEOUT_MS for its
 # lock, so application queries never queue behind it for longer; retried on 55P03 with backoff.
 DDL_LOCK_TIMEOUT_MS = envint("DDL_LOCK_TIMEOUT_MS", 1000)

@@ -378,3 +378,4 @@ class Alert(models.Model):
 
 
 from monitors.drills.models import Backup, BackupPolicy, DrillRun  # noqa: E402, F401  (the app's models too)
+from monitors.drills.physical import PhysicalBackup, PhysicalBackupPolicy, PitrDrillRun  # noqa: E402, F401
