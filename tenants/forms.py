@@ -39,6 +39,8 @@ class TenantFilterForm(forms.Form):
             tenants = tenants.filter(strategy=data["strategy"])
         if data["state"]:
             tenants = tenants.filter(state=data["state"])
+        if data["drift"]:  # an archived tenant's last figures describe nothing that exists
+            tenants = tenants.exclude(state=Tenant.State.ARCHIVED)
         if data["drift"] == "yes":
             tenants = tenants.filter(last_health__ok=True, last_health__drift_count__gt=0)
         elif data["drift"] == "no":

@@ -151,8 +151,9 @@ class Tenant(models.Model):
     # Health ------------------------------------------------------------------------------------
 
     def health(self):
-        """The latest measurement (size, rows, version, drift), or None if never measured."""
-        return self.last_health
+        """The latest measurement (size, rows, version, drift), or None if never measured. None
+        once archived as well: what was measured before the drop describes nothing that exists."""
+        return None if self.state == self.State.ARCHIVED else self.last_health
 
     # Offboarding ---------------------------------------------------------------------------------
 

@@ -5,12 +5,13 @@ a job."""
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Case, F, Q, When
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
-from django_htmx.http import HttpResponseStopPolling
+from django_htmx.http import HttpResponseStopPolling, trigger_client_event
 
 from console import approvals, audit, jobs
+from console.listing import Column, SortedPage
 from console.models import Job
 from console.roles import APPROVER, OPERATOR, action
 from console.views.approvals import attempt, decide_from_post
@@ -30,12 +31,35 @@ def _tenant_jobs(tenant: Tenant, kind: str):
     return Job.objects.filter(Q(tenant=tenant) | Q(params__contains={"tenant_ids": [tenant.pk]}), kind=kind)
 
 
+TENANTS_PER_PAGE = 50
+
+
+def _measured(field: str):
+    """A health figure to sort by; none for an archived tenant (its page shows none either)."""
+    return Case(When(state=Tenant.State.ARCHIVED, then=None), default=F(f"last_health__{field}"))
+
+
+TENANT_COLUMNS = [
+    Column("tenant", "Tenant", ("slug",)),
+    Column("target", "Target", ("target__name", "slug")),
+    Column("strategy", "Strategy", ("strategy", "slug")),
+    Column("state", "State", ("state", "slug")),
+    Column("version", "Version", ("schema_version", "slug")),
+    Column("drift", "Drift", (_measured("drift_count"), "slug"), title="differences from the application's metadata"),
+    Column("size", "Size", (_measured("size_bytes"), "slug"), numeric=True),
+    Column("rows", "Rows", numeric=True, title="estimated, from the last measurement"),
+    Column("measured", "Measured", (_measured("measured_at"), "slug")),
+]
+
+
 def tenant_list(request):
     form = TenantFilterForm(request.GET or None)
-    tenants = list(form.filter(Tenant.objects.select_related("target", "last_health")))
-    Tenant.note_offboarding_requests(tenants)
+    listing = SortedPage(request, form.filter(Tenant.objects.select_related("target", "last_health")),
+                         TENANT_COLUMNS, default="tenant", per_page=TENANTS_PER_PAGE)
+    tenants = Tenant.note_offboarding_requests(list(listing.page))
     context = {
         "form": form,
+        "listing": listing,
         "tenants": tenants,
         "head": migrator.head(),
         "live": any(tenant.is_busy for tenant in tenants),
@@ -50,26 +74,47 @@ def tenant_list(request):
 
 
 def tenant_detail(request, tenant_id):
+    """The page, or one of its regions: `jobs` polls while a job or the tenant is changing and,
+    once nothing is, stops polling and tells the page to refresh `summary` (state badge, actions,
+    alerts, health, offboarding), which that job may have changed."""
     tenant = _tenant(tenant_id)
+    context = _detail_context(request, tenant)
+    fragment = request.GET.get("fragment") if request.htmx else None
+    if fragment == "summary":
+        return render(request, "tenants/tenant_detail.html#tenant-summary", context)
+    if fragment == "jobs":  # the onboarding steps come along, out of band
+        response = render(request, "tenants/tenant_detail.html#tenant-jobs", {**context, "steps_oob": True})
+        if not context["live"]:
+            response.status_code = HttpResponseStopPolling.status_code
+            trigger_client_event(response, TENANT_CHANGED)
+        return response
+    return render(request, "tenants/tenant_detail.html", context)
+
+
+TENANT_CHANGED = "tenant-changed"  # the htmx event the summary region refreshes on
+
+
+def _detail_context(request, tenant: Tenant) -> dict:
     offboarding = tenant.offboarding_approval()
-    context = {
+    job_lists = {
+        "onboarding_jobs": list(_tenant_jobs(tenant, runners.ONBOARD)[:5]),
+        "migration_jobs": list(_tenant_jobs(tenant, runners.MIGRATE)[:5]),
+        "health_jobs": list(_tenant_jobs(tenant, runners.HEALTH)[:3]),
+        "offboarding_jobs": list(Job.objects.filter(tenant=tenant, kind=runners.OFFBOARD)[:3]),
+    }
+    working = any(not job.is_finished for listed in job_lists.values() for job in listed)
+    measuring = any(not job.is_finished for job in job_lists["health_jobs"])
+    return {
         "tenant": tenant,
         "health": tenant.health(),
         "head": migrator.head(),
-        "onboarding_jobs": _tenant_jobs(tenant, runners.ONBOARD)[:5],
-        "migration_jobs": _tenant_jobs(tenant, runners.MIGRATE)[:5],
-        "health_jobs": _tenant_jobs(tenant, runners.HEALTH)[:3],
-        "offboarding_jobs": Job.objects.filter(tenant=tenant, kind=runners.OFFBOARD)[:3],
+        **job_lists,
+        "live": tenant.is_busy or working,
+        "measuring": measuring,
         "offboarding": offboarding,
         "can_decide_offboarding": offboarding is not None and approvals.can_decide(offboarding, request.user),
         "alerts": tenant_alerts(tenant),
     }
-    if request.htmx and request.GET.get("fragment") == "steps":
-        response = render(request, "tenants/tenant_detail.html#tenant-steps", context)
-        if not tenant.is_busy:
-            response.status_code = HttpResponseStopPolling.status_code
-        return response
-    return render(request, "tenants/tenant_detail.html", context)
 
 
 def tenant_alerts(tenant: Tenant) -> list[str]:

@@ -5,7 +5,6 @@ import math
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
@@ -13,20 +12,37 @@ from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from console import audit, jobs, selftest
 from console.forms import JobFilterForm
+from console.listing import Column, SortedPage
 from console.models import Job
 from console.roles import OPERATOR, action
 
 SELFTEST_STEPS = forms.IntegerField(min_value=1, max_value=1000)
 
 
+JOBS_PER_PAGE = 50
+JOB_COLUMNS = [
+    Column("job", "Job", ("pk",)),
+    Column("kind", "Kind", ("kind",)),
+    Column("state", "State", ("state",)),
+    Column("progress", "Progress"),
+    Column("requested_by", "Requested by", ("requested_by__username",)),
+    Column("created", "Created", ("created_at",)),
+]
+
+
 def job_list(request):
+    """The list; its table polls while a job shown is unfinished, and stops once none is."""
     form = JobFilterForm(request.GET or None)
-    queryset = form.filter(Job.objects.select_related("target", "requested_by"))
-    page = Paginator(queryset, 50).get_page(request.GET.get("page"))
-    live = any(not job.is_finished for job in page)
-    context = {"form": form, "page": page, "live": live}
-    template = "console/jobs.html#job-table" if request.htmx else "console/jobs.html"
-    return render(request, template, context)
+    listing = SortedPage(request, form.filter(Job.objects.select_related("target", "requested_by")),
+                         JOB_COLUMNS, default="-created", per_page=JOBS_PER_PAGE)
+    live = any(not job.is_finished for job in listing.page)
+    context = {"form": form, "listing": listing, "page": listing.page, "live": live}
+    if not request.htmx:
+        return render(request, "console/jobs.html", context)
+    response = render(request, "console/jobs.html#job-table", context)
+    if not live:
+        response.status_code = HttpResponseStopPolling.status_code
+    return response
 
 
 def job_detail(request, job_id):
