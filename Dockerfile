@@ -20,9 +20,11 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 # An unprivileged user runs every process; the code stays root-owned and read-only to it.
+# BACKUP_DIR (docker-compose.yml) belongs to it: a new volume mounted there takes that owner.
 RUN groupadd --system --gid 10001 console \
     && useradd --system --uid 10001 --gid console --home-dir /home/console --create-home \
-       --shell /usr/sbin/nologin console
+       --shell /usr/sbin/nologin console \
+    && install -d -o console -g console -m 0750 /var/backups/fleet-console
 
 WORKDIR /app
 
