@@ -1,7 +1,9 @@
 """Alerts: thresholds (defaults from the seeds, overridable per target) checked after every
 sampling round; an alert opens, changes level and closes as the figures move. A sampler that
 failed MONITOR_SAMPLER_FAILURE_ALERT_ROUNDS rounds in a row on a target that is up opens a
-critical alert of its own (`sampler_<name>`): its figures have stopped updating."""
+critical alert of its own (`sampler_<name>`): its figures have stopped updating. A backup policy
+whose last backup, or last verified backup, is older than it allows opens one per database
+(monitors/drills/alerts.py)."""
 
 from collections import defaultdict
 
@@ -11,6 +13,7 @@ from django.utils import timezone
 
 from console.models import Target
 from monitors import figures, pools
+from monitors.drills import alerts as backup_alerts
 from monitors.models import Alert, AlertThreshold, HealthCheckRun, SamplerHealth, TargetState
 
 LABELS = {
@@ -70,9 +73,10 @@ def evaluate(targets) -> None:
     for health in SamplerHealth.objects.filter(target_id__in=ids, consecutive_failures__gte=rounds):
         failing[health.target_id].append(health)
     now = timezone.now()
+    stale_backups = backup_alerts.wanted(ids, now)
     for target in targets:
         target.status = statuses.get(target.pk, target.status)
-        wanted = {}
+        wanted = dict(stale_backups.get(target.pk, {}))
         limits = thresholds(target, overrides[target.pk])
         for metric, value in current_values(target, states.get(target.pk), pool_totals.get(target.pk), check_runs.get(target.pk)).items():
             warning, critical = limits[metric]

@@ -1,5 +1,5 @@
 """Prometheus families of the monitors: the console's pools, server connections, replica lag,
-slow queries, sampler health and open alerts, from the console DB at scrape time
+slow queries, sampler health, open alerts, backups and drills, from the console DB at scrape time
 (console/metrics.py gathers them with its own)."""
 
 from django.db.models import Count
@@ -7,6 +7,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from console.models import Target
 from monitors import pools
+from monitors.drills import metrics as drill_metrics
 from monitors.models import Alert, SamplerHealth, SlowStatement, TargetState
 
 
@@ -70,3 +71,5 @@ def families():
     for alert in Alert.open():
         alerts.add_metric([names.get(alert.target_id, str(alert.target_id)), alert.metric], 2 if alert.level == "critical" else 1)
     yield alerts
+
+    yield from drill_metrics.families(names)
