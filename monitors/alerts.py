@@ -72,6 +72,7 @@ def evaluate(targets) -> None:
     failing = defaultdict(list)
     for health in SamplerHealth.objects.filter(target_id__in=ids, consecutive_failures__gte=rounds):
         failing[health.target_id].append(health)
+    with_open_alerts = set(Alert.open().filter(target_id__in=ids).values_list("target_id", flat=True))
     now = timezone.now()
     stale_backups = backup_alerts.wanted(ids, now)
     for target in targets:
@@ -91,7 +92,8 @@ def evaluate(targets) -> None:
         else:  # a down target's samplers fail for that one reason, already alerted
             for health in failing[target.pk]:
                 wanted[f"sampler_{health.sampler}"] = (Alert.Level.CRITICAL, health.consecutive_failures, rounds, sampler_message(health))
-        _apply(target, wanted, now)
+        if wanted or target.pk in with_open_alerts:  # else there is nothing to open, update or close
+            _apply(target, wanted, now)
 
 
 def sampler_message(health: SamplerHealth) -> str:

@@ -101,7 +101,18 @@ class SamplerHealth(models.Model):
 
     @classmethod
     def record_success(cls, target_id: int, sampler: str, now=None) -> None:
-        cls._record(target_id, sampler, last_success_at=now or timezone.now(), consecutive_failures=0, failing_since=None)
+        cls.record_successes([target_id], sampler, now)
+
+    @classmethod
+    def record_successes(cls, target_ids: list[int], sampler: str, now=None) -> None:
+        """One round's successes of `sampler`, in one statement (two the first time)."""
+        if not target_ids:
+            return
+        rows = cls.objects.filter(target_id__in=target_ids, sampler=sampler)
+        changes = {"last_success_at": now or timezone.now(), "consecutive_failures": 0, "failing_since": None}
+        if rows.update(**changes) < len(set(target_ids)):
+            cls.objects.bulk_create([cls(target_id=i, sampler=sampler) for i in set(target_ids)], ignore_conflicts=True)
+            rows.update(**changes)
 
     @classmethod
     def record_failure(cls, target_id: int, sampler: str, error: str, now=None) -> None:

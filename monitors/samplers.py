@@ -36,6 +36,7 @@ def _each_target(sampler: str, sample, targets, marks_down: bool = True, return_
     `return_connections`, each target's connections are closed once it is sampled (those of an
     upstream, which its replicas' samples also read, once all are)."""
     upstreams = {t.upstream_id for t in targets if t.upstream_id} if return_connections else set()
+    succeeded = []
 
     def guarded(target):
         try:
@@ -44,7 +45,7 @@ def _each_target(sampler: str, sample, targets, marks_down: bool = True, return_
             _record_failure(sampler, target, exc, marks_down)
             return False
         else:
-            SamplerHealth.record_success(target.pk, sampler)
+            succeeded.append(target.pk)
             return True
         finally:
             if return_connections and target.pk not in upstreams:
@@ -57,6 +58,7 @@ def _each_target(sampler: str, sample, targets, marks_down: bool = True, return_
     results = fanout.run_bounded(list(targets), guarded, settings.MONITOR_SAMPLER_CONCURRENCY)
     for target_id in upstreams:
         engines.release(target_id)
+    SamplerHealth.record_successes(succeeded, sampler)
     return {"ok": sum(1 for r in results if r), "failed": sum(1 for r in results if not r)}
 
 
@@ -142,12 +144,28 @@ def forget_rounds(now=None) -> int:
 # Activity, connections, replication, PgBouncer pools: every MONITOR_FAST_INTERVAL_S ---------------
 
 
+class Shared:
+    """What the samples of one round (or chunk) share, read once for all its targets: the console's
+    checked-out connections by target, each target's previous transaction counter; and the points
+    they take, written together at the end (`flush`)."""
+
+    def __init__(self, targets):
+        ids = [t.pk for t in targets]
+        self.checked_out = {target_id: pool["checked_out"] for target_id, pool in pools.totals_by_target().items()}
+        self.xact_before = series.latest(ids, "xact_total")
+        self.points = series.Batch()
+
+    def flush(self) -> None:
+        self.points.flush()
+
+
 def sample_fast_round(targets=None, return_connections: bool = False) -> dict:
     started = time.monotonic()
     targets = list(targets if targets is not None else Target.objects.select_related("upstream"))
-    checked_out = {target_id: pool["checked_out"] for target_id, pool in pools.totals_by_target().items()}
-    summary = _each_target(Sampler.FAST, lambda target: sample_fast(target, checked_out), targets,
+    shared = Shared(targets)
+    summary = _each_target(Sampler.FAST, lambda target: sample_fast(target, shared), targets,
                            return_connections=return_connections)
+    shared.flush()
     # After the round's (or chunk's) reads, so that no standby read there has this heartbeat in flight.
     beating = [t for t in targets if t.heartbeat_enabled and t.role == Target.Role.PRIMARY and t.status != Target.Status.DOWN]
     _each_target(Sampler.HEARTBEAT, write_heartbeat, beating, marks_down=False, return_connections=return_connections)
@@ -156,11 +174,16 @@ def sample_fast_round(targets=None, return_connections: bool = False) -> dict:
     return summary
 
 
-def sample_fast(target: Target, pool_checked_out: dict[int, int] | None = None) -> bool:
-    """One target's activity, connections and replication; `pool_checked_out` (the console's
-    checked-out connections by target id, read once per round) saves a query per target."""
+def sample_fast(target: Target, shared: Shared | None = None) -> bool:
+    """One target's activity, connections and replication; with `shared` (a round's), its points
+    are written with the round's, else here."""
+    if shared is None:
+        shared = Shared([target])
+        sample_fast(target, shared)
+        shared.flush()
+        return True
     if target.role == Target.Role.PGBOUNCER:
-        return sample_bouncer(target)
+        return sample_bouncer(target, shared)
     started = time.perf_counter()
     with engines.connect(target, statement_timeout_ms=settings.MONITOR_STATEMENT_TIMEOUT_MS, rollback=True) as conn:
         latency_ms = (time.perf_counter() - started) * 1000
@@ -179,14 +202,13 @@ def sample_fast(target: Target, pool_checked_out: dict[int, int] | None = None) 
     state = summarize_activity(rows, limits)
     other_connections = state.pop("other_connections")
     state.update(summarize_replication(standby, standbys, primary_view(target) if in_recovery else None))
-    tps = series.per_second(target.pk, "xact_total", limits["xact_total"])
-    state.update(load, tps=tps, sampled_at=timezone.now(), sample_error="")
+    now = timezone.now()
+    tps = series.rate(shared.xact_before.get(target.pk), limits["xact_total"], now)
+    state.update(load, tps=tps, sampled_at=now, sample_error="")
     if not TargetState.objects.filter(target=target).update(**state):  # one statement, but the first time
         TargetState.objects.update_or_create(target=target, defaults=state)
-    if pool_checked_out is None:
-        pool_checked_out = {target.pk: pools.totals(target.pk)["checked_out"]}
     by_state = state["connections_by_state"]
-    series.record(target, {
+    shared.points.record(target, {
         "up": 1.0,
         "connections": state["connections"],
         "connections_pct": figures.connections_pct(state["connections"], limits["max_connections"], limits["reserved_connections"]),
@@ -196,13 +218,13 @@ def sample_fast(target: Target, pool_checked_out: dict[int, int] | None = None) 
         "replica_lag_bytes": state["replica_lag_bytes"],
         "other_connections": other_connections,
         "console_connections": state["console_connections"],
-        "pool_checked_out": pool_checked_out.get(target.pk),
+        "pool_checked_out": shared.checked_out.get(target.pk),
         "connections_active": by_state.get("active", 0),
         "connections_idle": by_state.get("idle", 0),
         "connections_idle_in_transaction": by_state.get("idle in transaction", 0) + by_state.get("idle in transaction (aborted)", 0),
         "xact_total": limits["xact_total"],
         "tps": tps,
-    })
+    }, at=now)
     return True
 
 
@@ -334,7 +356,7 @@ def write_heartbeat(primary: Target) -> None:
 _heartbeat_ready: set[tuple[int, str]] = set()
 
 
-def sample_bouncer(target: Target) -> bool:
+def sample_bouncer(target: Target, shared: Shared) -> bool:
     started = time.perf_counter()
     with bouncer.admin_connection(
         target.host, target.port, target.username, target.password(), target.connect_timeout_s
@@ -349,7 +371,7 @@ def sample_bouncer(target: Target) -> bool:
         "sampled_at": timezone.now(), "sample_error": "", "bouncer_pools": pools, "bouncer_stats": stats,
         "bouncer_cl_waiting": cl_waiting, "bouncer_maxwait_s": maxwait_s,
     })
-    series.record(target, {"up": 1.0, "bouncer_cl_waiting": cl_waiting, "bouncer_maxwait_s": maxwait_s})
+    shared.points.record(target, {"up": 1.0, "bouncer_cl_waiting": cl_waiting, "bouncer_maxwait_s": maxwait_s})
     return True
 
 

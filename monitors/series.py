@@ -10,25 +10,63 @@ from django.utils import timezone
 
 from monitors.models import Alert, EnginePool, MetricMinute, MetricPoint, SlowStatement, StatementCounter, StatementDelta
 
-UPSERT_MINUTE = """
+# One statement for any number of points: their per-minute aggregates, merged into the stored ones.
+UPSERT_MINUTES = """
     INSERT INTO monitors_metricminute (target_id, metric, minute, count, total, maximum)
-    VALUES (%s, %s, %s, 1, %s, %s)
+    SELECT * FROM unnest(%s::bigint[], %s::varchar[], %s::timestamptz[], %s::int[], %s::float8[], %s::float8[])
     ON CONFLICT (target_id, metric, minute) DO UPDATE
-       SET count = monitors_metricminute.count + 1,
+       SET count = monitors_metricminute.count + EXCLUDED.count,
            total = monitors_metricminute.total + EXCLUDED.total,
            maximum = GREATEST(monitors_metricminute.maximum, EXCLUDED.maximum)
 """
 
 
-def record(target, values: dict, at=None) -> None:
+def _points(target_id: int, values: dict, at=None) -> list[MetricPoint]:
     at = at or timezone.now()
-    minute = at.replace(second=0, microsecond=0)
-    present = {name: float(value) for name, value in values.items() if value is not None}
-    MetricPoint.objects.bulk_create(
-        [MetricPoint(target_id=target.pk, metric=name, at=at, value=value) for name, value in present.items()]
-    )
+    return [MetricPoint(target_id=target_id, metric=name, at=at, value=float(value))
+            for name, value in values.items() if value is not None]
+
+
+def _write(points: list[MetricPoint]) -> None:
+    if not points:
+        return
+    MetricPoint.objects.bulk_create(points)
+    minutes = {}
+    for point in points:
+        key = (point.target_id, point.metric, point.at.replace(second=0, microsecond=0))
+        count, total, maximum = minutes.get(key, (0, 0.0, point.value))
+        minutes[key] = (count + 1, total + point.value, max(maximum, point.value))
+    keys = sorted(minutes)  # the same order in every writer: no deadlock between two workers' batches
     with connection.cursor() as cursor:
-        cursor.executemany(UPSERT_MINUTE, [(target.pk, name, minute, value, value) for name, value in present.items()])
+        cursor.execute(UPSERT_MINUTES, [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+                                        *(list(column) for column in zip(*(minutes[k] for k in keys)))])
+
+
+def record(target, values: dict, at=None) -> None:
+    """Store one sample's values (None: not measured) as raw points and in the minute aggregates."""
+    _write(_points(target.pk, values, at))
+
+
+class Batch:
+    """The points of many samples (a sampling chunk's targets, sampled by several threads), written
+    together in two statements by `flush`."""
+
+    def __init__(self):
+        self._points: list[MetricPoint] = []
+
+    def record(self, target, values: dict, at=None) -> None:
+        self._points.extend(_points(target.pk, values, at))  # list.extend: one step under the GIL
+
+    def flush(self) -> None:
+        points, self._points = self._points, []
+        _write(points)
+
+
+def latest(target_ids, metric: str) -> dict[int, tuple]:
+    """Each target's newest (at, value) point of `metric`, in one query."""
+    rows = (MetricPoint.objects.filter(target_id__in=list(target_ids), metric=metric)
+            .order_by("target_id", "-at").distinct("target_id").values_list("target_id", "at", "value"))
+    return {target_id: (at, value) for target_id, at, value in rows}
 
 
 def recent(target_id: int, metric: str, minutes: int = 30) -> list[tuple]:
@@ -46,16 +84,13 @@ def recent(target_id: int, metric: str, minutes: int = 30) -> list[tuple]:
     ]
 
 
-def per_second(target_id: int, counter_metric: str, value, at=None) -> float | None:
-    """The rate of a cumulative counter since its previous point; None for the first point or after
-    the counter went back (a stats reset, a restart)."""
-    if value is None:
+def rate(previous: tuple | None, value, at) -> float | None:
+    """The per-second rate of a cumulative counter at `value` since its `previous` (at, value) point
+    (as `latest` returns it); None for the first point or after the counter went back (a stats
+    reset, a restart)."""
+    if value is None or previous is None or value < previous[1] or at <= previous[0]:
         return None
-    at = at or timezone.now()
-    previous = MetricPoint.objects.filter(target_id=target_id, metric=counter_metric, at__lt=at).order_by("-at").first()
-    if previous is None or value < previous.value or at <= previous.at:
-        return None
-    return (float(value) - previous.value) / (at - previous.at).total_seconds()
+    return (float(value) - previous[1]) / (at - previous[0]).total_seconds()
 
 
 def raw_for(window: timedelta) -> bool:
