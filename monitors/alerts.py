@@ -14,6 +14,8 @@ from django.utils import timezone
 from console.models import Target
 from monitors import figures, pools
 from monitors.drills import alerts as backup_alerts
+from monitors.drills import pitr_alerts
+from monitors.drills.physical import PhysicalBackupPolicy
 from monitors.models import Alert, AlertThreshold, HealthCheckRun, SamplerHealth, TargetState
 
 LABELS = {
@@ -75,6 +77,7 @@ def evaluate(targets) -> None:
     with_open_alerts = set(Alert.open().filter(target_id__in=ids).values_list("target_id", flat=True))
     now = timezone.now()
     stale_backups = backup_alerts.wanted(ids, now)
+    physical = {p.target_id: p for p in PhysicalBackupPolicy.objects.filter(target_id__in=ids)}
     for target in targets:
         target.status = statuses.get(target.pk, target.status)
         wanted = dict(stale_backups.get(target.pk, {}))
@@ -92,6 +95,7 @@ def evaluate(targets) -> None:
         else:  # a down target's samplers fail for that one reason, already alerted
             for health in failing[target.pk]:
                 wanted[f"sampler_{health.sampler}"] = (Alert.Level.CRITICAL, health.consecutive_failures, rounds, sampler_message(health))
+            wanted.update(pitr_alerts.wanted(target, now, physical))  # physical backups and WAL archiving
         if wanted or target.pk in with_open_alerts:  # else there is nothing to open, update or close
             _apply(target, wanted, now)
 

@@ -9,6 +9,7 @@ from celery import shared_task
 
 from monitors import checks, samplers, series
 from monitors.drills import backups, restores  # registers the backup and drill job runners too
+from monitors.drills import pitr  # and the physical backup and PITR drill runners
 from monitors.models import SamplerHealth
 
 
@@ -54,3 +55,13 @@ def sweep_drills() -> dict:
 @shared_task(name="monitors.schedule_backups")
 def schedule_backups() -> dict:
     return {"jobs": backups.schedule_due()}
+
+
+@shared_task(name="monitors.sweep_pitr_drills")
+def sweep_pitr_drills() -> dict:
+    return pitr.sweep()
+
+
+@shared_task(name="monitors.schedule_physical_backups")
+def schedule_physical_backups() -> dict:
+    return {"jobs": pitr.schedule_due()}

@@ -148,6 +148,11 @@ class DrillServer:
         if result.returncode != 0:
             raise ServerFailed(f"pg_ctl could not start the restored copy: {(result.stderr or result.stdout).strip()}"
                                f" {self.log_tail()}")
+        deadline = time.monotonic() + 30
+        while not self.alive():  # pg_ctl -W returns before the postmaster wrote its pid file
+            if time.monotonic() > deadline:
+                raise ServerFailed(f"the restored copy's server did not start: {self.log_tail() or 'no log'}")
+            time.sleep(0.05)
 
     def postmaster_pid(self) -> int | None:
         try:

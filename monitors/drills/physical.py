@@ -75,18 +75,24 @@ class PhysicalBackupPolicy(models.Model):
         return timedelta(seconds=self.drill_delay_s if self.drill_delay_s is not None else settings.PITR_DRILL_DELAY_S)
 
     def due(self, now) -> list[str]:
-        """What is due now: backup types (a full first: then no diff or incr), and "drill"."""
-        def is_due(kind, hours):
-            last = self.scheduled.get(kind)
-            return bool(hours) and (last is None or now - _parse(last) >= timedelta(hours=hours))
+        """What is due now: one backup type, and "drill". A backup of a bigger type counts for the
+        smaller ones (a full resets the diff and incr clocks, a diff the incr clock)."""
+        def since(*kinds):
+            times = [_parse(self.scheduled[k]) for k in kinds if self.scheduled.get(k)]
+            return now - max(times) if times else None
+
+        def is_due(hours, *kinds):
+            elapsed = since(*kinds)
+            return bool(hours) and (elapsed is None or elapsed >= timedelta(hours=hours))
 
         wanted = []
-        for kind, hours in (("full", self.full_every_hours), ("diff", self.diff_every_hours),
-                            ("incr", self.incr_every_hours)):
-            if is_due(kind, hours):
+        for kind, hours, counted in (("full", self.full_every_hours, ("full",)),
+                                     ("diff", self.diff_every_hours, ("full", "diff")),
+                                     ("incr", self.incr_every_hours, ("full", "diff", "incr"))):
+            if is_due(hours, *counted):
                 wanted.append(kind)
                 break
-        if is_due("drill", self.drill_every_hours):
+        if is_due(self.drill_every_hours, "drill"):
             wanted.append("drill")
         return wanted
 
