@@ -1,16 +1,13 @@
-import hashlib
 import uuid
-from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.urls import reverse
-from psycopg import sql
-
-from console.pg import ddl
 from console.pg.backfill import Spec
 from console.validators import validate_pg_name
+from migrations_ui import staging
+from migrations_ui.staging import Stage, derived_name  # noqa: F401  (re-exported)
 
 
 class Backfill(models.Model):
@@ -78,24 +75,6 @@ class Backfill(models.Model):
         return job.wait_reason if job and job.state == job.State.QUEUED else ""
 
 
-def derived_name(*parts: str, suffix: str) -> str:
-    """A constraint or index name from its table and columns, at most 63 bytes (PostgreSQL's
-    NAMEDATALEN - 1): cut, with a short hash of the whole, when longer."""
-    whole = "_".join((*parts, suffix))
-    if len(whole) <= 63:
-        return whole
-    return f"{whole[:54]}_{hashlib.sha1(whole.encode()).hexdigest()[:8]}"
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One stage of a change: DDL operations (console/pg/ddl.py), or a batched backfill."""
-
-    name: str  # expand, backfill, validate, contract
-    ops: tuple[ddl.Op, ...] = ()
-    backfill: Spec | None = None
-
-
 class Change(models.Model):
     """A schema change written in the console for one table of a target's database, run as the
     lock-safe stages of DESIGN.md's staged migrations (`stages()`), each approved apart."""
@@ -106,7 +85,7 @@ class Change(models.Model):
         ADD_FOREIGN_KEY = "add_foreign_key", "Add a foreign key"
         ADD_INDEX = "add_index", "Add an index"
 
-    STAGES = ("expand", "backfill", "validate", "contract")
+    STAGES = staging.STAGES
 
     target = models.ForeignKey("console.Target", on_delete=models.PROTECT, related_name="changes")
     database = models.CharField(max_length=63, blank=True, validators=[validate_pg_name],
@@ -149,64 +128,95 @@ class Change(models.Model):
             return f"{self.column} → {self.ref_schema}.{self.ref_table}.{self.ref_column}"
         return self.column + (f" {self.column_type}" if self.column_type else "")
 
+    def definition(self) -> staging.Definition:
+        return staging.Definition(
+            kind=self.kind, table=self.table, column=self.column,
+            column_type=self.column_type if self.kind == self.Kind.ADD_NOT_NULL_COLUMN else "",
+            backfill_expression=self.backfill_expression, pk_column=self.pk_column, ref_table=self.ref_table,
+            ref_column=self.ref_column, ref_schema=self.ref_schema, index_columns=tuple(self.index_columns))
+
     @property
     def check_name(self) -> str:
-        return derived_name(self.table, self.column, suffix="not_null")
+        return self.definition().check_name
 
     @property
     def index_name(self) -> str:
-        columns = self.index_columns if self.kind == self.Kind.ADD_INDEX else [self.column]
-        return derived_name(self.table, *columns, suffix="idx")
+        return self.definition().index_name
 
     @property
     def foreign_key_name(self) -> str:
-        return derived_name("fk", self.table, self.column, suffix=self.ref_table)
-
-    def _op(self, kind: str, **fields) -> ddl.Op:
-        return ddl.Op(kind, self.schema, self.table, **fields)
+        return self.definition().foreign_key_name
 
     def backfill_spec(self) -> Spec:
-        return Spec(schema=self.schema, table=self.table, pk=self.pk_column, column=self.column,
-                    set_sql=self.backfill_expression, where_sql=f"{_quoted(self.column)} IS NULL",
-                    key=f"change-{self.pk}")
+        return self.definition().backfill_spec(self.schema, key=f"change-{self.pk}")
 
     def stages(self) -> list[Stage]:
-        """The ordered stages, each only if it has work: the lock-safe sequences of DESIGN.md."""
-        check = dict(column=self.column, constraint=self.check_name)
-        if self.kind == self.Kind.ADD_NOT_NULL_COLUMN:
-            stages = [
-                Stage("expand", (self._op("add_column_nullable", column=self.column, column_type=self.column_type),)),
-                Stage("backfill", backfill=self.backfill_spec()),
-                Stage("validate", (self._op("add_not_null_check_not_valid", **check),
-                                   self._op("validate_constraint", constraint=self.check_name))),
-                Stage("contract", (self._op("set_not_null", column=self.column),
-                                   self._op("drop_constraint", constraint=self.check_name))),
-            ]
-        elif self.kind == self.Kind.SET_NOT_NULL:
-            # The CHECK first, so no new NULL arrives while the old ones are backfilled.
-            stages = [
-                Stage("expand", (self._op("add_not_null_check_not_valid", **check),)),
-                Stage("backfill", backfill=self.backfill_spec()),
-                Stage("validate", (self._op("validate_constraint", constraint=self.check_name),)),
-                Stage("contract", (self._op("set_not_null", column=self.column),
-                                   self._op("drop_constraint", constraint=self.check_name))),
-            ]
-        elif self.kind == self.Kind.ADD_FOREIGN_KEY:
-            stages = [
-                Stage("expand", (self._op("create_index_concurrently", index=self.index_name, columns=(self.column,)),
-                                 self._op("add_foreign_key_not_valid", column=self.column,
-                                          constraint=self.foreign_key_name, ref_schema=self.ref_schema,
-                                          ref_table=self.ref_table, ref_column=self.ref_column))),
-                Stage("validate", (self._op("validate_constraint", constraint=self.foreign_key_name),)),
-            ]
-        else:
-            stages = [Stage("expand", (self._op("create_index_concurrently", index=self.index_name,
-                                                columns=tuple(self.index_columns)),))]
-        return stages
+        """The ordered stages, each only if it has work: the lock-safe sequences of DESIGN.md
+        (migrations_ui/staging.py, shared with the application's staged revisions)."""
+        return self.definition().stages(self.schema, backfill_key=f"change-{self.pk}")
 
     def stage(self, name: str) -> Stage | None:
         return next((s for s in self.stages() if s.name == name), None)
 
 
-def _quoted(name: str) -> str:
-    return sql.Identifier(name).as_string(None)
+class Rollout(models.Model):
+    """One stage of a staged change of the application (one staged Alembic revision) rolled out
+    over the tenants: the canary first, then waves, a few tenants at a time, stopping at the first
+    failure (migrations_ui/rollouts.py). The set of tenants (`units`) and the waves are fixed
+    when it is requested; its approval binds to them and to the stage's exact SQL."""
+
+    change_name = models.CharField(max_length=200)
+    stage = models.CharField(max_length=16)
+    revision = models.CharField(max_length=64)
+    down_revision = models.CharField(max_length=64, blank=True)
+    canary = models.CharField(max_length=200, blank=True, help_text="The unit key chosen, or empty: the smallest.")
+    wave_sizes = models.JSONField(default=list)  # after the canary; the last size repeats
+    parallelism = models.PositiveSmallIntegerField(default=4, validators=[MinValueValidator(1), MaxValueValidator(64)])
+    units = models.JSONField(default=list)  # [{key, target_id, database, schema, tenant_ids}], resolved when requested
+    waves = models.JSONField(default=list)  # [[canary key], [keys of wave 1], ...]
+    job = models.OneToOneField("console.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="rollout")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"rollout of {self.change_name} {self.stage} ({self.revision}) over {len(self.units)} tenant(s)"
+
+    def get_absolute_url(self):
+        return reverse("staged-change", args=[self.change_name])
+
+    @property
+    def is_live(self) -> bool:
+        return self.job is not None and not self.job.is_finished
+
+
+class RolloutTenant(models.Model):
+    """One tenant (or the shared schema) of a rollout: one cell of the tenants × stages grid."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Not run"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        ALREADY = "already", "Already there"
+        FAILED = "failed", "Failed"
+
+    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="cells")
+    key = models.CharField(max_length=200)
+    tenant = models.ForeignKey("tenants.Tenant", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    wave = models.PositiveSmallIntegerField()  # 0: the canary
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    version_before = models.CharField(max_length=64, blank=True)
+    version_after = models.CharField(max_length=64, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["wave", "key"]
+        constraints = [models.UniqueConstraint(fields=["rollout", "key"], name="rollout_tenant_once")]
+
+    def __str__(self):
+        return f"{self.key}: {self.get_state_display()}"

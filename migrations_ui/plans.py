@@ -296,6 +296,10 @@ def lint(script: str, *, catalog: Catalog | None = None, lock_timeout: bool = Fa
     if size_unknown:
         ctx.size_unknown = size_unknown
     statements = [Statement(p.text, [p.lock], _console_checks(p, ctx)) for p in parsed]
+    for statement in statements:
+        for finding in statement.findings:
+            if covered and finding.rule in covered:
+                finding.covered = covered[finding.rule]
     found = squawk(script)
     for line, finding in _squawk_findings(found or []):
         index = max([i for i, p in enumerate(parsed) if p.line <= line] or [0])
@@ -376,13 +380,26 @@ class RevisionPlan:
         return [(s, f) for s in self.statements for f in s.flagged]
 
 
-def app_plan(script: str, catalog: Catalog | None = None) -> tuple[list[RevisionPlan], bool]:
+# A staged revision (tenants/app_schema/staged.py) runs console/pg/ddl.py's operations, as a change does.
+STAGED_COVERED = {
+    **CHANGE_COVERED,
+    "set-not-null-scan": "a staged revision's SET NOT NULL runs only once a validated CHECK (column IS NOT NULL) "
+                         "proves the column: console/pg/ddl.py refuses it otherwise",
+    "adding-not-nullable-field": "a validated CHECK (column IS NOT NULL) proves the column first, so SET NOT NULL "
+                                 "does not scan the table",
+}
+
+
+def app_plan(script: str, catalog: Catalog | None = None, staged: set[str] | None = None) -> tuple[list[RevisionPlan], bool]:
     """The application's pending SQL (tenants.migrator.pending_sql) split per revision, each
-    linted apart: a table created by an earlier revision already holds the tenant's rows."""
+    linted apart: a table created by an earlier revision already holds the tenant's rows. The
+    `staged` revisions are linted as they run: under lock_timeout, retried, idempotent."""
     revisions, squawk_ran = [], False
     for name, chunk in _revisions(script):
+        is_staged = name.split("->")[-1].strip() in (staged or set())
         try:
-            statements, ran = lint(chunk, catalog=catalog)
+            statements, ran = lint(chunk, catalog=catalog, lock_timeout=is_staged,
+                                   covered=STAGED_COVERED if is_staged else None)
         except ParseError as exc:
             statements, ran = [Statement(chunk, [], [Finding("console", "parse-error", str(exc))])], False
         squawk_ran = squawk_ran or ran

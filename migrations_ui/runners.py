@@ -4,8 +4,8 @@ lock_timeout with retries, skipped when the catalog says it is done)."""
 
 from console.jobs import JobContext, runner
 from console.pg import ddl
-from migrations_ui import changes, services
-from migrations_ui.models import Backfill, Change
+from migrations_ui import changes, rollouts, services
+from migrations_ui.models import Backfill, Change, Rollout
 
 
 @runner(services.KIND)
@@ -30,3 +30,8 @@ def run_stage(ctx: JobContext) -> dict:
         outcomes.append(f"{op.describe()}: {result.outcome}")
         ctx.run_unit(lambda: None, index + 1, {"ops_done": index + 1, "outcomes": outcomes})
     return {"stage": stage.name, "change": change.pk, "outcomes": outcomes}
+
+
+@runner(rollouts.ROLLOUT_JOB)
+def run_rollout(ctx: JobContext) -> dict:
+    return rollouts.run(ctx, Rollout.objects.get(pk=ctx.params["rollout_id"]))

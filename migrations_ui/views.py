@@ -218,7 +218,7 @@ def app_plan(request):
         start = ""
     script = migrator.pending_sql(tenant.schema_name if tenant else APP_PLAN_SCHEMA, start)
     catalog = changes.tenant_catalog(tenant, script) if tenant else None
-    planned, squawk_ran = plans.app_plan(script, catalog)
+    planned, squawk_ran = plans.app_plan(script, catalog, {r.revision for r in migrator.staged_revisions()})
     return render(request, "migrations_ui/app_plan.html", {
         "revisions": revisions, "start": start, "planned": planned, "squawk_ran": squawk_ran,
         "tenants": tenants, "tenant": tenant, "catalog": catalog,

@@ -11,13 +11,20 @@ from django.db import transaction
 from console.pg import sizes
 from tenants import databases, migrator
 from tenants.models import Tenant, TenantHealth
-from tenants.onboarding import names_are_safe
+from tenants.onboarding import names_are_safe, release_revision
 from tenants.services import error_text
 
 EXACT_COUNT_MAX_BYTES = 8 * 1024 * 1024  # tables never analyzed, up to this size, are counted
 
 
 # Health -------------------------------------------------------------------------------------------
+
+
+def expected_revision(version: str) -> str:
+    """The revision a tenant should be at: the release revision (onboarding's: staged revisions
+    past it are pending, rolled out on their own), or its own version once a rollout took it past."""
+    release = release_revision()
+    return version if migrator.reached(version, release) else release
 
 
 def measure(tenant: Tenant) -> TenantHealth:
@@ -29,6 +36,7 @@ def measure(tenant: Tenant) -> TenantHealth:
         with databases.connect_tenant(tenant, rollback=True, statement_timeout_ms=30000) as conn:
             schema = tenant.schema_name
             health.version = migrator.current_version(conn, schema)
+            health.head = expected_revision(health.version)
             tables = sizes.tables(conn, schema)
             tables = [t for t in tables if t["table_name"] != migrator.VERSION_TABLE]
             for table in tables:

@@ -20,6 +20,7 @@ import importlib
 import io
 import logging
 import threading
+from dataclasses import dataclass
 
 from alembic import op as alembic_op
 from alembic.autogenerate import compare_metadata
@@ -87,6 +88,61 @@ def head() -> str:
     return heads[0] if heads else ""
 
 
+@dataclass(frozen=True)
+class StagedRevision:
+    """A revision written with tenants/app_schema/staged.py: one stage of one change."""
+
+    revision: str
+    down_revision: str
+    stage: str
+    change: object  # migrations_ui.staging.Definition
+    doc: str
+
+    @property
+    def change_name(self) -> str:
+        definition = self.change
+        subject = definition.column or "_".join(definition.index_columns)
+        return f"{definition.table}_{subject}_{definition.kind}"
+
+
+def chain() -> list:
+    """The revisions from the base to the head, in the order they run (one head only)."""
+    head()
+    with _lock:
+        return list(reversed(list(script_directory().walk_revisions())))
+
+
+def staged_revision(script) -> StagedRevision | None:
+    module = getattr(script, "module", None)
+    change, stage = getattr(module, "CHANGE", None), getattr(module, "STAGE", None)
+    if change is None or stage is None:
+        return None
+    return StagedRevision(script.revision, script.down_revision or "", stage, change, (script.doc or "").strip())
+
+
+def staged_revisions() -> list[StagedRevision]:
+    return [found for script in chain() if (found := staged_revision(script)) is not None]
+
+
+def release_revision(rolled_out: set[str]) -> str:
+    """Where a schema goes without anyone's approval (onboarding, "migrate all"): every revision
+    from the base up to, not including, the first staged revision not yet rolled out everywhere
+    (`rolled_out`). Staged revisions after it are pending: each is rolled out on its own."""
+    reached = ""
+    for script in chain():
+        if staged_revision(script) is not None and script.revision not in rolled_out:
+            break
+        reached = script.revision
+    return reached
+
+
+def after(version: str) -> list:
+    """The revisions a schema at `version` has not had yet, in order."""
+    revisions = chain()
+    ids = [r.revision for r in revisions]
+    return revisions[ids.index(version) + 1:] if version in ids else revisions
+
+
 @functools.cache
 def metadata() -> MetaData:
     module_name, _, attribute = settings.TENANT_ALEMBIC_METADATA.partition(":")
@@ -141,14 +197,27 @@ def _context(conn: Connection | None, schema: str, revision: str, dialect_name: 
     )
 
 
-def upgrade(conn: Connection, schema: str, revision: str = "head") -> tuple[str, str]:
+def reached(version: str, revision: str) -> bool:
+    """Whether a schema at `version` has had `revision` (it is at it or past it)."""
+    ids = [r.revision for r in chain()]
+    return version in ids and revision in ids and ids.index(version) >= ids.index(revision)
+
+
+def upgrade(conn: Connection, schema: str, revision: str = "head", expected_from: str | None = None) -> tuple[str, str]:
     """Bring the schema the session is bound to (tenancy.bind_session) up to `revision`, one
     transaction per revision, so a failure leaves every earlier revision done and recorded.
-    `conn` must not be in a transaction. Returns (version before, version after)."""
+    `conn` must not be in a transaction. A schema already at or past `revision` is left as it is.
+    With `expected_from`, a schema below `revision` must be exactly there (a staged revision
+    runs from the one before it, nothing else with it). Returns (version before, version after)."""
     if conn.in_transaction():
         raise MigratorError("migrator.upgrade needs a session outside any transaction (engines.session)")
     before = current_version(conn, schema)
     conn.commit()  # reading the version began a transaction
+    if revision != "head" and reached(before, revision):
+        return before, before
+    if expected_from is not None and before != expected_from:
+        raise MigratorError(f"{schema} is at {before or 'no version'}, not at {expected_from}: bring it to "
+                            f"{expected_from} first, then {revision} runs on its own")
     context = _context(conn, schema, revision)
     try:
         with _operations.running(context), context.begin_transaction():
@@ -177,7 +246,9 @@ def pending_sql(schema: str, current: str, revision: str = "head") -> str:
 
 def drift(conn: Connection, schema: str) -> list[str]:
     """Differences between the tables actually in `schema` and the application's metadata, found
-    by Alembic's own comparison. Ignores the version table and anything outside the schema."""
+    by Alembic's own comparison. Ignores the version table and anything outside the schema, and
+    what the staged revisions the schema has not had yet will change (they are pending, not drift)."""
+    pending = _pending_staged_keys(current_version(conn, schema))
 
     # Alembic names the connection's default schema None (a database tenant's "public").
     compared = None if schema == conn.dialect.default_schema_name else schema
@@ -198,7 +269,51 @@ def drift(conn: Connection, schema: str) -> list[str]:
             "compare_type": True,
         },
     )
-    return [_describe(diff) for diff in compare_metadata(context, metadata_in(compared))]
+    diffs = compare_metadata(context, metadata_in(compared))
+    return [_describe(diff) for diff in diffs if not (_keys(diff) and _keys(diff) <= pending)]
+
+
+def columns_at(version: str) -> list[tuple[str, list[str]]]:
+    """(table, its columns) as a schema at `version` has them, parents first: the metadata's,
+    less the columns staged revisions it has not had yet will add."""
+    pending = _pending_staged_keys(version)
+    return [(table.name, [c.name for c in table.columns if ("add_column", table.name, c.name) not in pending])
+            for table in metadata().sorted_tables]
+
+
+def _pending_staged_keys(version: str) -> set[tuple]:
+    """What Alembic's comparison reports until the pending staged revisions have run."""
+    keys: set[tuple] = set()
+    for script in after(version):
+        staged = staged_revision(script)
+        if staged is None:
+            continue
+        for stage in staged.change.stages("public"):
+            if stage.name != staged.stage:
+                continue
+            for each in stage.ops:
+                keys |= {
+                    "add_column_nullable": {("add_column", each.table, each.column)},
+                    "set_not_null": {("modify_nullable", each.table, each.column)},
+                    "create_index_concurrently": {("add_index", each.table, each.index)},
+                    "add_foreign_key_not_valid": {("add_fk", each.table, (each.column,))},
+                }.get(each.kind, set())
+    return keys
+
+
+def _keys(diff) -> set[tuple]:
+    if isinstance(diff, list):
+        return set().union(*(_keys(item) for item in diff)) if diff else set()
+    kind = diff[0]
+    if kind == "add_column":
+        return {("add_column", diff[2], diff[3].name)}
+    if kind == "modify_nullable":
+        return {("modify_nullable", diff[2], diff[3])}
+    if kind == "add_index":
+        return {("add_index", diff[1].table.name, diff[1].name)}
+    if kind == "add_fk":
+        return {("add_fk", diff[1].table.name, tuple(c.name for c in diff[1].columns))}
+    return set()
 
 
 _WORDING = {"add": "missing", "remove": "unexpected"}  # seen from the application's metadata

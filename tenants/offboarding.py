@@ -97,10 +97,9 @@ def _dump_shared_rows(tenant: Tenant, out: Path) -> None:
                                   isolation_level="REPEATABLE READ") as conn, open(out, "wb") as file:
         tenancy.bind(conn, schema=schema, tenant_key=tenant.slug, role=settings.TENANT_APP_ROLE)
         file.write(f"-- Fleet Console: rows of tenant {tenant.slug} in shared schema {schema}\n".encode())
-        for table in migrator.metadata().sorted_tables:
-            columns = [column.name for column in table.columns]
-            file.write(tenancy.copy_header(conn, schema, table.name, columns).encode())
-            tenancy.copy_tenant_rows(conn, schema, table.name, columns, file)
+        for table, columns in migrator.columns_at(migrator.current_version(conn, schema)):
+            file.write(tenancy.copy_header(conn, schema, table, columns).encode())
+            tenancy.copy_tenant_rows(conn, schema, table, columns, file)
             file.write(b"\\.\n\n")
 
 

@@ -145,7 +145,8 @@ def _provision_shared(tenant: Tenant) -> str:
             tenancy.create_schema(conn, schema, SHARED_MARKER)
         elif not _adoptable(conn, schema, found, SHARED_MARKER):
             raise StepError(f"schema {schema} exists and was not made by the console; set TENANT_SHARED_SCHEMA")
-    _before, after, _elapsed_ms, _backend = migrate_location(tenant.target, tenant.database_name, schema, tenant.slug)
+    _before, after, _elapsed_ms, _backend = migrate_location(tenant.target, tenant.database_name, schema, tenant.slug,
+                                                             revision=release_revision())
     with databases.connect_tenant(tenant) as conn:
         tenancy.bind(conn, schema=schema, tenant_key=tenant.slug)
         rows = tenancy.insert_tenant_row(conn, tenant_key=tenant.slug, name=tenant.name)
@@ -153,8 +154,18 @@ def _provision_shared(tenant: Tenant) -> str:
     return f"{made}shared schema {schema} at {after}; tenant row {'added' if rows else 'already there'}"
 
 
+def release_revision() -> str:
+    """Where onboarding and "migrate all" take a schema without anyone's approval: up to the first
+    staged revision of the application not yet rolled out everywhere (migrations_ui/rollouts.py);
+    the staged ones after it are pending, each rolled out on its own after its approval."""
+    from migrations_ui.rollouts import rolled_out_revisions
+
+    return migrator.release_revision(rolled_out_revisions())
+
+
 def step_migrate(tenant: Tenant) -> str:
-    before, after, elapsed_ms, _backend = migrate_location(tenant.target, tenant.database_name, tenant.schema_name, tenant.slug)
+    before, after, elapsed_ms, _backend = migrate_location(tenant.target, tenant.database_name, tenant.schema_name,
+                                                           tenant.slug, revision=release_revision())
     Tenant.objects.filter(pk=tenant.pk).update(schema_version=after)
     if before == after:
         return f"already at {after}"
@@ -162,7 +173,7 @@ def step_migrate(tenant: Tenant) -> str:
 
 
 def migrate_location(target: Target, database: str | None, schema: str, tenant_key: str | None = None,
-                     revision: str = "head"):
+                     revision: str = "head", expected_from: str | None = None):
     """One schema to `revision`, one transaction per revision, in a session of its own serialised
     with anyone else migrating it. Returns the versions before and after, the time taken and the
     server process that did it."""
@@ -171,7 +182,7 @@ def migrate_location(target: Target, database: str | None, schema: str, tenant_k
     with databases.session(target, database, statement_timeout_ms=timeout_ms) as conn:
         tenancy.lock_session(conn, f"{schema}:migrate")
         tenancy.bind_session(conn, schema=schema, tenant_key=tenant_key)
-        before, after = migrator.upgrade(conn, schema, revision)
+        before, after = migrator.upgrade(conn, schema, revision, expected_from)
         backend = server.backend_pid(conn)
         conn.commit()
     return before, after, (time.perf_counter() - started) * 1000, backend
@@ -206,15 +217,15 @@ def step_seed(tenant: Tenant) -> str:
 
 
 def step_verify(tenant: Tenant) -> str:
-    schema, head = tenant.schema_name, migrator.head()
+    schema, release = tenant.schema_name, release_revision()
     shared = tenant.strategy == Tenant.Strategy.SHARED
     with databases.connect_tenant(tenant, rollback=True) as conn:
         missing = sorted(set(migrator.table_names()) - set(tenancy.tables_in_schema(conn, schema)))
         if missing:
             raise StepError(f"tables missing in {schema}: {', '.join(missing)}")
         version = migrator.current_version(conn, schema)
-        if version != head:
-            raise StepError(f"{schema} is at {version or 'no version'}, head is {head}")
+        if not migrator.reached(version, release):
+            raise StepError(f"{schema} is at {version or 'no version'}, onboarding takes it to {release}")
         tenancy.bind(conn, schema=schema, tenant_key=tenant.slug, role=settings.TENANT_APP_ROLE if shared else None)
         visible = tenancy.scoped_root_folders(conn)
     if visible != 1:
@@ -225,7 +236,7 @@ def step_verify(tenant: Tenant) -> str:
             unbound = tenancy.scoped_root_folders(conn)
         if unbound:
             raise StepError(f"a query with no tenant set sees {unbound} rows: row-level security is not in force")
-    return f"tables present, version {version} = head, a tenant-scoped query sees its root folder only"
+    return f"tables present, version {version}, a tenant-scoped query sees its root folder only"
 
 
 def step_activate(tenant: Tenant) -> str:

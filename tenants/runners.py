@@ -139,7 +139,7 @@ def run_migrate(ctx: JobContext) -> dict:
     if "units" not in ctx.checkpoint_data:  # fixed on the first attempt: a retry works on the same list
         ctx.run_unit(lambda: None, 0, {"units": migration_units(target), "done": {}})
     units = ctx.checkpoint_data["units"]
-    head = migrator.head()
+    head = onboarding.release_revision()  # staged revisions past it are rolled out on their own
     ctx.set_total(len(units), "tenants")
     done = ctx.checkpoint_data.get("done", {})
     todo = [unit for unit in units if unit["key"] not in done]
@@ -153,7 +153,8 @@ def run_migrate(ctx: JobContext) -> dict:
     def migrate(unit: dict) -> None:
         ctx.raise_if_stopped()
         try:
-            before, after, elapsed_ms, backend = onboarding.migrate_location(target, unit["database"], unit["schema"])
+            before, after, elapsed_ms, backend = onboarding.migrate_location(target, unit["database"], unit["schema"],
+                                                                             revision=head)
         except Exception as exc:  # noqa: BLE001  (listed, the others go on)
             failures[unit["key"]] = services.error_text(Tenant(target=target), exc)
             ctx.log(f"{unit['key']}: failed: {failures[unit['key']]}", level="error")

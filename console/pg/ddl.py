@@ -289,35 +289,40 @@ def render(op: Op) -> str:
     return "\n".join(lines)
 
 
+def run_on(conn: Connection, op: Op, *, log: Callable[..., None] | None = None) -> Result:
+    """`op` on a connection the caller holds, unless the catalog says it is done: in the caller's
+    transaction, or (an autocommit operation) on a session outside any transaction. No retry
+    here: `apply` and the application's staged revisions (tenants/app_schema/staged.py) wrap it
+    in console/pg/lock_retry.py."""
+    statements = OPERATIONS[op.kind].statements(op)  # refuses a bad type before touching anything
+    ran: list[str] = []
+    # In a transaction, the check and the statement see the same catalog; a CONCURRENTLY or
+    # VALIDATE session checks just before (IF NOT EXISTS covers a race for the index).
+    if OPERATIONS[op.kind].done(conn, op):
+        return Result(op, ALREADY_DONE, ran)
+    if op.kind == "create_index_concurrently" and index_state(conn, op.schema, op.index):
+        _execute(conn, _drop_invalid_index(op), ran)
+        if log:
+            log(f"{op.describe()}: dropped the INVALID index {op.index} left over from an earlier try")
+    for statement in statements:
+        _execute(conn, statement, ran)
+    return Result(op, DONE, ran)
+
+
 def apply(target, op: Op, *, database: str | None = None, log: Callable[..., None] | None = None,
           lock_timeout_ms: int | None = None, retries: int | None = None) -> Result:
     """Run `op` on the target (its own database or `database`) as the change login, unless the
     catalog says it is done. Raises DdlRefused (nothing changed) or lock_retry.LockRetriesExhausted."""
     operation = OPERATIONS[op.kind]
-    statements = operation.statements(op)  # refuses a bad type before connecting
-    ran: list[str] = []
-
-    def work(conn: Connection) -> str:
-        # In a transaction, the check and the statement see the same catalog; a CONCURRENTLY or
-        # VALIDATE session checks just before (IF NOT EXISTS covers a race for the index).
-        if operation.done(conn, op):
-            return ALREADY_DONE
-        if op.kind == "create_index_concurrently" and index_state(conn, op.schema, op.index):
-            _execute(conn, _drop_invalid_index(op), ran)
-            if log:
-                log(f"{op.describe()}: dropped the INVALID index {op.index} left over from an earlier try")
-        for statement in statements:
-            _execute(conn, statement, ran)
-        return DONE
-
-    outcome = lock_retry.run(
-        target, work, what=op.describe(), schema=op.schema, table=op.table, database=database,
-        autocommit=operation.autocommit, lock_timeout_ms=lock_timeout_ms, retries=retries, log=log,
-        statement_timeout_ms=settings.DDL_STATEMENT_TIMEOUT_MS,
+    operation.statements(op)  # refuses a bad type before connecting
+    result = lock_retry.run(
+        target, lambda conn: run_on(conn, op, log=log), what=op.describe(), schema=op.schema, table=op.table,
+        database=database, autocommit=operation.autocommit, lock_timeout_ms=lock_timeout_ms, retries=retries,
+        log=log, statement_timeout_ms=settings.DDL_STATEMENT_TIMEOUT_MS,
     )
     if log:
-        log(f"{op.describe()}: {outcome}")
-    return Result(op, outcome, ran)
+        log(f"{op.describe()}: {result.outcome}")
+    return result
 
 
 def _execute(conn: Connection, statement: sql.Composable, ran: list[str]) -> None:

@@ -24,6 +24,7 @@ from typing import Callable, Iterator, TypeVar
 import psycopg
 import sqlalchemy.exc
 from django.conf import settings
+from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
@@ -188,6 +189,62 @@ def run(
         log(f"{what}: lock not granted within {lock_timeout_ms} ms (try {attempt} of {tries}), "
             f"blocked by {held_by}; trying again in {sleep_s:.1f} s", "warning")
         time.sleep(sleep_s)
+    message = (f"{what}: gave up after {tries} tries of {lock_timeout_ms} ms each waiting for a lock on "
+               f"{schema}.{table}, blocked by {held_by}. Nothing was changed by the failed tries; run it "
+               f"again once that session is done (or end it).")
+    log(message, "error")
+    raise LockRetriesExhausted(message)
+
+
+def run_here(
+    conn: Connection,
+    work: Callable[[Connection], T],
+    *,
+    what: str,
+    schema: str,
+    table: str,
+    autocommit: bool,
+    lock_timeout_ms: int,
+    retries: int,
+    backoff_base_s: float,
+    log: Callable[..., None] | None = None,
+) -> T:
+    """`work(conn)` on a connection the caller holds (an Alembic revision's), each try waiting at
+    most `lock_timeout_ms` for a lock, retried on 55P03 like `run`. In a transaction each try is
+    a SAVEPOINT rolled back on the timeout (the revision's earlier work stays); on an autocommit
+    session (Alembic's autocommit_block) each statement is its own transaction anyway. The
+    session's own lock_timeout is put back afterwards."""
+    log = log or (lambda message, level="info": None)
+    setting = sql.SQL("SET LOCAL lock_timeout = {}" if not autocommit else "SET lock_timeout = {}")
+    previous = conn.exec_driver_sql("SHOW lock_timeout").scalar_one()
+    conn.exec_driver_sql(setting.format(sql.Literal(f"{int(lock_timeout_ms)}ms")).as_string(None))
+    tries = retries + 1
+    pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    try:
+        for attempt in range(1, tries + 1):
+            savepoint = None if autocommit else conn.begin_nested()
+            try:
+                result = work(conn)
+            except (sqlalchemy.exc.DBAPIError, psycopg.Error) as exc:
+                if savepoint is not None:
+                    savepoint.rollback()
+                if not is_lock_timeout(exc):
+                    raise
+                blockers = _blockers(conn, HOLDERS, schema=schema, table=table, pid=pid)
+            else:
+                if savepoint is not None:
+                    savepoint.commit()
+                return result
+            held_by = "; ".join(b.describe() for b in blockers) or "no session could be seen holding it"
+            if attempt == tries:
+                break
+            sleep_s = backoff_s(attempt, backoff_base_s)
+            log(f"{what}: lock not granted within {lock_timeout_ms} ms (try {attempt} of {tries}), "
+                f"blocked by {held_by}; trying again in {sleep_s:.1f} s", "warning")
+            time.sleep(sleep_s)
+    finally:
+        if autocommit:
+            conn.exec_driver_sql(sql.SQL("SET lock_timeout = {}").format(sql.Literal(previous)).as_string(None))
     message = (f"{what}: gave up after {tries} tries of {lock_timeout_ms} ms each waiting for a lock on "
                f"{schema}.{table}, blocked by {held_by}. Nothing was changed by the failed tries; run it "
                f"again once that session is done (or end it).")

@@ -26,16 +26,20 @@ if not SCHEMA_RE.match(schema):
 def run_migrations_online() -> None:
     engine = create_engine(config.get_main_option("sqlalchemy.url") or "postgresql+psycopg://", poolclass=pool.NullPool)
     with engine.connect() as connection:
-        with connection.begin():
-            raw = connection.connection.driver_connection
-            set_path = sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema))
-            connection.exec_driver_sql(set_path.as_string(raw))
-            context.configure(
-                connection=connection,
-                target_metadata=metadata,
-                version_table_schema=schema,
-                transactional_ddl=True,
-            )
+        # For the session (its own connection, closed at the end): staged revisions leave the
+        # revision's transaction for their autocommit blocks (VALIDATE, CREATE INDEX CONCURRENTLY).
+        raw = connection.connection.driver_connection
+        set_path = sql.SQL("SET search_path TO {}").format(sql.Identifier(schema))
+        connection.exec_driver_sql(set_path.as_string(raw))
+        connection.commit()
+        context.configure(
+            connection=connection,
+            target_metadata=metadata,
+            version_table_schema=schema,
+            transactional_ddl=True,
+            transaction_per_migration=True,
+        )
+        with context.begin_transaction():
             context.run_migrations()
     engine.dispose()
 

@@ -1,4 +1,5 @@
-"""The application's tables as SQLAlchemy metadata, at head. The reference for schema drift
+"""The application's tables as SQLAlchemy metadata, at head (staged revisions included: a schema
+that has not had them yet differs only as they will change it, see migrator.drift). The reference for schema drift
 (alembic.autogenerate.compare_metadata); keep it equal to what the revisions build."""
 
 from sqlalchemy import (
@@ -70,6 +71,8 @@ documents = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("deleted_at", DateTime(timezone=True), nullable=True),
+    # Staged (0004-0007): added nullable, backfilled, CHECK validated, then NOT NULL.
+    Column("status", String(20), nullable=False),
     Index(None, "tenant_id", "folder_id"),
     Index(None, "owner_id"),
     Index("ix_documents_active_title", "tenant_id", "title", postgresql_where=text("deleted_at IS NULL")),
@@ -85,8 +88,12 @@ document_versions = Table(
     Column("content", Text, nullable=False),
     Column("created_by", BigInteger, ForeignKey("users.id"), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Staged (0008-0009): the column and its index (CONCURRENTLY), the key NOT VALID, then validated.
+    Column("reviewed_by", BigInteger, ForeignKey("users.id", name="fk_document_versions_reviewed_by_users"),
+           nullable=True),
     UniqueConstraint("document_id", "version_number"),
     Index(None, "tenant_id"),
+    Index("document_versions_reviewed_by_idx", "reviewed_by"),
 )
 
 # The order rows depend on each other, parents first.

@@ -50,7 +50,7 @@ def test_it_flags_revision_0003s_plain_index_and_foreign_key_without_not_valid(c
     response = client_as("viewer").get("/migrations/app/", {"from": "0002"})
 
     planned = response.context["planned"]
-    assert [r.revision for r in planned] == ["0002 -> 0003"]
+    assert [r.revision for r in planned][:2] == ["0002 -> 0003", "0003 -> 0004"]
     by_start = {s.sql.split(" ON ")[0].split(" ADD ")[0]: s for s in planned[0].statements}
     index = by_start["CREATE INDEX ix_documents_active_title"]
     foreign_key = next(s for s in planned[0].statements if "FOREIGN KEY" in s.sql)
@@ -70,9 +70,12 @@ def test_it_lints_from_an_empty_schema_without_flagging_indexes_of_tables_a_revi
     response = client_as("viewer").get("/migrations/app/")
 
     planned = response.context["planned"]
-    assert [r.revision for r in planned] == ["-> 0001", "0001 -> 0002", "0002 -> 0003"]
+    assert [r.revision for r in planned][:4] == ["-> 0001", "0001 -> 0002", "0002 -> 0003", "0003 -> 0004"]
     assert not planned[0].flagged and not planned[1].flagged  # every index is on a table made by its revision
     assert {f.rule for _s, f in planned[2].flagged} >= {"non-concurrent-index", "constraint-without-not-valid"}
+    # The staged revisions after it run console/pg/ddl.py's lock-safe operations: nothing flagged.
+    assert [r.revision.split()[-1] for r in planned[3:]] == ["0004", "0005", "0006", "0007", "0008", "0009"]
+    assert not [f for r in planned[3:] for _s, f in r.flagged]
 
 
 def test_it_shows_the_tables_size_and_rows_to_backfill_from_the_target(client_as, change, fleet):
@@ -200,7 +203,9 @@ def test_it_lints_a_tenants_pending_revisions_with_its_table_sizes(transactional
     at_head = client_as("viewer").get("/migrations/app/", {"tenant": tenant.pk})
     from_0002 = client_as("viewer").get("/migrations/app/", {"tenant": tenant.pk, "from": "0002"})
 
-    assert tenant.schema_version == "0003" and at_head.context["planned"] == []
+    # At the release revision: only the staged revisions are pending, and none is flagged.
+    assert tenant.schema_version == "0003" and at_head.context["planned"][0].revision == "0003 -> 0004"
+    assert not at_head.context["flagged"]
     assert from_0002.context["catalog"].read and 'id="catalog-unread"' not in from_0002.content.decode()
     index = next(s for s in from_0002.context["planned"][0].statements if s.sql.startswith("CREATE INDEX"))
     message = next(f.message for f in index.flagged if f.rule == "non-concurrent-index")

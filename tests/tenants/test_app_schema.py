@@ -31,7 +31,7 @@ def fresh_migrator():
 def test_it_ships_the_document_application_as_alembic_revisions():
     script = migrator.script_directory()
     revisions = [rev.revision for rev in script.walk_revisions()]
-    assert revisions == ["0003", "0002", "0001"] and migrator.head() == "0003"
+    assert revisions[-3:] == ["0003", "0002", "0001"] and migrator.head() == revisions[0]
     tables = metadata.tables
     assert set(tables) == {"tenants", "users", "folders", "documents", "document_versions"}
     documents = tables["documents"]
@@ -52,7 +52,7 @@ def test_it_builds_exactly_the_metadata_with_the_revisions_and_from_the_command_
     subprocess.run([sys.executable, "-m", "alembic", "-c", "tenants/app_schema/alembic.ini", "-x", f"schema={schema}",
                     "upgrade", "head"], env=env, check=True, capture_output=True)
     with engines.connect(primary, credential="change", rollback=True) as conn:
-        assert migrator.current_version(conn, schema) == "0003"
+        assert migrator.current_version(conn, schema) == migrator.head()  # staged revisions included
         assert migrator.drift(conn, schema) == []
     bad = subprocess.run([sys.executable, "-m", "alembic", "-c", "tenants/app_schema/alembic.ini", "-x",
                           "schema=x; DROP SCHEMA public", "upgrade", "head"], env=env, capture_output=True, text=True)

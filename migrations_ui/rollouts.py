@@ -1,0 +1,320 @@
+"""Rolling a stage of the application's staged changes out over the tenants.
+
+A stage is one staged Alembic revision (tenants/app_schema/staged.py). A rollout of it is
+requested for the active tenants as they are now (`resolve`): the canary (one tenant, chosen or
+the smallest by its last measured size) goes first, alone, then waves of the given sizes, each
+a few tenants at a time (console/fanout.run_bounded). The approver is shown the stage's exact
+SQL (rendered offline by the migrator, as it runs) and the tenant set and waves; the approval
+binds to their digest, and the job uses it right before the first tenant: a revision edited
+since, or a tenant set that is not the same any more, voids it.
+
+Each tenant's stage is one run of the migrator to the stage's revision, in a session of its own:
+one transaction (the autocommit parts of VALIDATE and CREATE INDEX CONCURRENTLY apart), and its
+alembic_version says where it is, so `alembic current` agrees with the grid. The first failure
+stops the rollout: tenants not yet started are left untouched, those in flight finish. Pause,
+resume and abort are the job's (console/jobs.py); a paused or aborted rollout stops handing out
+tenants, so each is either fully at the stage or untouched. Retrying a failed rollout goes on
+from its checkpoint (the tenants done stay done).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass
+
+from django.utils import timezone
+
+from console import approvals, fanout, jobs
+from console.jobs import JobContext
+from console.models import Job
+from migrations_ui.models import Rollout, RolloutTenant
+from tenants import migrator, onboarding
+from tenants.models import Tenant
+from tenants.runners import migration_units
+from tenants.services import error_text
+
+ROLLOUT_APPROVAL = "migrations.rollout"
+ROLLOUT_JOB = "migrations.rollout"
+SQL_SCHEMA = "tenant"  # the schema the approver's SQL is rendered for: each tenant's own in the run
+DEFAULT_WAVES = (2, 10)
+MAX_PARALLELISM = 16
+
+
+class RolloutRefused(ValueError):
+    """The rollout cannot be requested as asked; nothing was changed."""
+
+
+class RolloutStopped(Exception):
+    """A tenant failed: no further tenant is started."""
+
+
+# What there is to roll out ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StagedChange:
+    name: str
+    revisions: list  # migrator.StagedRevision, in order
+
+    @property
+    def description(self) -> str:
+        return self.revisions[0].change.describe()
+
+    def revision(self, stage: str):
+        return next((r for r in self.revisions if r.stage == stage), None)
+
+
+def staged_changes() -> list[StagedChange]:
+    found: dict[str, list] = {}
+    for staged in migrator.staged_revisions():
+        found.setdefault(staged.change_name, []).append(staged)
+    return [StagedChange(name, revisions) for name, revisions in found.items()]
+
+
+def staged_change(name: str) -> StagedChange | None:
+    return next((c for c in staged_changes() if c.name == name), None)
+
+
+def rolled_out_revisions() -> set[str]:
+    """Staged revisions a rollout took every tenant of its set to (onboarding goes up to them)."""
+    return set(Rollout.objects.filter(job__state=Job.State.SUCCEEDED).values_list("revision", flat=True))
+
+
+def stage_sql(staged) -> str:
+    """The stage's SQL as the migrator runs it, for a schema named SQL_SCHEMA."""
+    return migrator.pending_sql(SQL_SCHEMA, staged.down_revision, staged.revision)
+
+
+# The tenants ------------------------------------------------------------------------------------
+
+
+def resolve() -> list[dict]:
+    """The units a rollout works on now: every active schema and database tenant on its own, a
+    shared schema once (console/tenants' own migration units), with the version the console
+    last recorded and the last measured size (for the canary)."""
+    from console.models import Target
+
+    tenants = Tenant.objects.filter(state=Tenant.State.ACTIVE).select_related("last_health")
+    known = {t.pk: t for t in tenants}
+    units = []
+    for target in Target.objects.filter(pk__in={t.target_id for t in tenants}).order_by("name"):
+        for unit in migration_units(target):
+            members = [known[pk] for pk in unit["tenant_ids"] if pk in known]
+            sizes = [m.last_health.size_bytes for m in members if m.last_health and m.last_health.size_bytes is not None]
+            units.append({**unit, "key": f"{target.name}/{unit['key']}", "target_id": target.pk,
+                          "version": min((m.schema_version for m in members), default=""),
+                          "size_bytes": sum(sizes) if sizes else None})
+    return units
+
+
+def plan_waves(keys: list[str], canary: str, wave_sizes: list[int]) -> list[list[str]]:
+    """[[canary], wave 1, wave 2, ...]: the waves take the sizes given, the last size repeating."""
+    rest = [k for k in keys if k != canary]
+    waves, sizes = [[canary]], list(wave_sizes) or [len(rest) or 1]
+    while rest:
+        size = sizes.pop(0) if len(sizes) > 1 else sizes[0]
+        waves.append(rest[:size])
+        rest = rest[size:]
+    return waves
+
+
+def _smallest(units: list[dict]) -> str:
+    return min(units, key=lambda u: (u["size_bytes"] is None, u["size_bytes"] or 0, u["key"]))["key"]
+
+
+def request(change: StagedChange, stage: str, user, *, canary: str = "", wave_sizes=None, parallelism: int = 4,
+            http_request=None) -> Rollout:
+    """Record a rollout of one stage over the tenants as they are now and ask for its approval."""
+    staged = change.revision(stage)
+    if staged is None:
+        raise RolloutRefused(f"{change.name} has no stage {stage!r}; it has {', '.join(r.stage for r in change.revisions)}")
+    wave_sizes = [int(s) for s in (wave_sizes or DEFAULT_WAVES)]
+    if any(s < 1 for s in wave_sizes) or not 1 <= parallelism <= MAX_PARALLELISM:
+        raise RolloutRefused(f"Wave sizes are whole numbers of at least 1; parallelism 1 to {MAX_PARALLELISM}.")
+    units = resolve()
+    if not units:
+        raise RolloutRefused("No active tenant to roll out to.")
+    behind = [u["key"] for u in units if staged.down_revision and not migrator.reached(u["version"], staged.down_revision)]
+    if behind:
+        raise RolloutRefused(f"{len(behind)} tenant(s) are not at {staged.down_revision} yet ({', '.join(behind[:5])}"
+                             f"{', ...' if len(behind) > 5 else ''}): roll out the earlier stage (or migrate them) first.")
+    keys = [u["key"] for u in units]
+    if canary and canary not in keys:
+        raise RolloutRefused(f"No active tenant {canary!r} to be the canary.")
+    chosen = canary or _smallest(units)
+    rollout = Rollout.objects.create(
+        change_name=change.name, stage=stage, revision=staged.revision, down_revision=staged.down_revision,
+        canary=canary, wave_sizes=wave_sizes, parallelism=parallelism, units=units,
+        waves=plan_waves(keys, chosen, wave_sizes), requested_by=user if user and user.is_authenticated else None)
+    shown = shown_for(rollout)
+    summary = (f"Stage {stage} ({staged.revision}) of {change.description}: over {len(units)} tenant(s), canary "
+               f"{chosen}, then {len(rollout.waves) - 1} wave(s), {parallelism} at a time")
+    try:
+        approvals.request(ROLLOUT_APPROVAL, rollout, shown, summary, user, http_request=http_request)
+    except approvals.ApprovalRefused as exc:
+        rollout.delete()
+        raise RolloutRefused(str(exc)) from None
+    return rollout
+
+
+def shown_for(rollout: Rollout, units: list[dict] | None = None) -> dict:
+    """What the approver sees and the approval binds to: the SQL exactly as it runs, its digest,
+    the tenants and the waves. `units`: the tenant set as resolved now (default: as requested)."""
+    staged = next((r for r in migrator.staged_revisions() if r.revision == rollout.revision), None)
+    sql = stage_sql(staged) if staged is not None else "(the revision is gone)"
+    keys = sorted(u["key"] for u in (units if units is not None else rollout.units))
+    return {
+        "rollout": rollout.pk, "change": rollout.change_name, "stage": rollout.stage,
+        "revision": rollout.revision, "from": rollout.down_revision,
+        "sql": sql, "sql_sha256": hashlib.sha256(sql.encode()).hexdigest(),
+        "tenants": keys, "waves": rollout.waves, "parallelism": rollout.parallelism,
+    }
+
+
+def shown_now(rollout: Rollout) -> dict:
+    return shown_for(rollout, resolve())
+
+
+def start(approval) -> None:
+    """Once approved, in the transaction of the decision: the rollout's job."""
+    rollout = Rollout.objects.get(pk=approval.object_id)
+    rollout.job = jobs.create(ROLLOUT_JOB, user=approval.decided_by, unit="tenants", total=len(rollout.units),
+                              params={"rollout_id": rollout.pk, "approval": approval.pk})
+    rollout.save(update_fields=["job"])
+
+
+approvals.register(ROLLOUT_APPROVAL, model=Rollout, shown=shown_now, on_approved=start)
+
+
+# The run ----------------------------------------------------------------------------------------
+
+
+def _use_approval(ctx: JobContext, rollout: Rollout) -> None:
+    """Right before the first tenant: the approval must be of exactly this SQL and tenant set."""
+    if ctx.checkpoint_data.get("approved"):
+        return
+    approvals.use(ROLLOUT_APPROVAL, rollout, shown_now(rollout), detail={"job": ctx.job.pk},
+                  then=lambda approval: ctx.checkpoint(0, {"approved": approval.pk, "done": {}}))
+
+
+def _cells(rollout: Rollout) -> dict[str, RolloutTenant]:
+    existing = {c.key: c for c in rollout.cells.all()}
+    missing = [RolloutTenant(rollout=rollout, key=u["key"], tenant_id=(u["tenant_ids"] or [None])[0], wave=wave)
+               for wave, keys in enumerate(rollout.waves) for u in rollout.units if u["key"] in keys
+               and u["key"] not in existing]
+    RolloutTenant.objects.bulk_create(missing, ignore_conflicts=True)
+    return {c.key: c for c in rollout.cells.all()}
+
+
+def run(ctx: JobContext, rollout: Rollout) -> dict:
+    _use_approval(ctx, rollout)
+    cells = _cells(rollout)
+    units = {u["key"]: u for u in rollout.units}
+    targets = {t.pk: t for t in _targets(rollout)}
+    lock = threading.Lock()
+    ctx.set_total(len(units), "tenants")
+    failed: list[str] = []
+
+    def one(key: str) -> None:
+        ctx.raise_if_stopped()  # a pause or an abort starts no further tenant
+        unit, cell = units[key], cells[key]
+        RolloutTenant.objects.filter(pk=cell.pk).update(state=RolloutTenant.State.RUNNING, started_at=timezone.now(),
+                                                        error="")
+        started = time.perf_counter()
+        try:
+            before, after, _ms, _backend = onboarding.migrate_location(
+                targets[unit["target_id"]], unit["database"], unit["schema"], revision=rollout.revision,
+                expected_from=rollout.down_revision or None)
+        except Exception as exc:  # noqa: BLE001  (recorded on its cell; the rollout stops)
+            message = error_text(Tenant(target=targets[unit["target_id"]]), exc)
+            RolloutTenant.objects.filter(pk=cell.pk).update(
+                state=RolloutTenant.State.FAILED, duration_ms=(time.perf_counter() - started) * 1000, error=message)
+            ctx.log(f"{key}: {rollout.stage} failed: {message}", level="error")
+            failed.append(key)
+            raise RolloutStopped(key) from None
+        state = RolloutTenant.State.ALREADY if before == after else RolloutTenant.State.DONE
+        elapsed_ms = (time.perf_counter() - started) * 1000
+
+        def record():
+            RolloutTenant.objects.filter(pk=cell.pk).update(state=state, version_before=before, version_after=after,
+                                                            duration_ms=elapsed_ms)
+            Tenant.objects.filter(pk__in=unit["tenant_ids"]).update(schema_version=after)
+
+        with lock:
+            done = {**ctx.checkpoint_data.get("done", {}), key: after}
+            ctx.run_unit(record, len(done), {**ctx.checkpoint_data, "done": done})
+        ctx.log(f"{key}: {'already at ' + after if before == after else f'{before} -> {after}'} ({elapsed_ms:.0f} ms)")
+
+    for wave, keys in enumerate(rollout.waves):
+        todo = [k for k in keys if k not in ctx.checkpoint_data.get("done", {})]
+        if not todo:
+            continue
+        ctx.raise_if_stopped()
+        ctx.log(f"{'canary' if wave == 0 else f'wave {wave}'}: {len(todo)} tenant(s)"
+                + (f", {min(rollout.parallelism, len(todo))} at a time" if len(todo) > 1 else f" ({todo[0]})"))
+        try:
+            fanout.run_bounded(todo, one, 1 if wave == 0 else rollout.parallelism)
+        except RolloutStopped:
+            left = len(units) - len(ctx.checkpoint_data.get("done", {})) - len(failed)
+            where = "the canary" if wave == 0 else f"wave {wave}"
+            raise RolloutStopped(
+                f"{', '.join(failed)} failed in {where}: the rollout stopped there, {left} tenant(s) left untouched. "
+                "Read the error on its cell, fix the cause, then retry the job: it goes on from there.") from None
+    done = ctx.checkpoint_data.get("done", {})
+    return {"revision": rollout.revision, "stage": rollout.stage, "tenants": len(done),
+            "waves": len(rollout.waves)}
+
+
+def _targets(rollout: Rollout):
+    from console.models import Target
+
+    return Target.objects.filter(pk__in={u["target_id"] for u in rollout.units})
+
+
+# The grid ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    state: str
+    label: str
+    duration_ms: float | None = None
+    error: str = ""
+    rollout: Rollout | None = None
+
+
+def grid(change: StagedChange) -> tuple[list[dict], list[dict]]:
+    """(stages, rows): for each stage its latest rollout; for each tenant unit now, a cell per
+    stage: that rollout's cell if it had one, else where the console's record of its version says."""
+    rollouts = list(Rollout.objects.filter(change_name=change.name).select_related("job", "requested_by"))
+    stages = []
+    for staged in change.revisions:
+        latest = next((r for r in rollouts if r.revision == staged.revision), None)
+        stages.append({"staged": staged, "rollout": latest,
+                       "approval": approvals.latest(ROLLOUT_APPROVAL, latest) if latest else None})
+    cells: dict[tuple[str, str], RolloutTenant] = {}
+    for cell in RolloutTenant.objects.filter(rollout__in=[s["rollout"] for s in stages if s["rollout"]]):
+        cells[(cell.rollout_id, cell.key)] = cell
+    rows = []
+    for unit in resolve():
+        row = {"key": unit["key"], "version": unit["version"], "size_bytes": unit["size_bytes"], "cells": []}
+        for stage in stages:
+            rollout, staged = stage["rollout"], stage["staged"]
+            cell = cells.get((rollout.pk, unit["key"])) if rollout else None
+            if cell is not None and cell.state != RolloutTenant.State.PENDING:
+                row["cells"].append(Cell(cell.state, cell.get_state_display(), cell.duration_ms, cell.error, rollout))
+            elif migrator.reached(unit["version"], staged.revision):
+                row["cells"].append(Cell("already", "At the stage"))
+            else:
+                untouched = rollout is not None and cell is not None and rollout.job and rollout.job.is_finished
+                row["cells"].append(Cell("pending", "Untouched" if untouched else "Pending"))
+        rows.append(row)
+    return stages, rows
+
+
+def live(change_name: str) -> bool:
+    return Rollout.objects.filter(change_name=change_name, job__isnull=False).exclude(
+        job__state__in=Job.FINISHED_STATES).exists()
+

@@ -1,0 +1,24 @@
+"""NOT NULL column documents.status varchar(20) (backfill: CASE WHEN deleted_at IS NULL THEN 'active' ELSE 'deleted' END): stage 1 of 4, expand
+
+Revision ID: 0004
+Revises: 0003
+Staged change: documents_status_add_not_null_column (tenants/app_schema/staged.py); rolled out stage by stage by the console.
+"""
+
+from tenants.app_schema import staged
+
+revision = '0004'
+down_revision = '0003'
+branch_labels = None
+depends_on = None
+
+CHANGE = staged.add_not_null_column('documents', 'status', 'varchar(20)', backfill="CASE WHEN deleted_at IS NULL THEN 'active' ELSE 'deleted' END")
+STAGE = 'expand'
+
+
+def upgrade():
+    staged.upgrade(CHANGE, STAGE)
+
+
+def downgrade():
+    staged.downgrade(CHANGE, STAGE)

@@ -1,0 +1,24 @@
+"""foreign key document_versions.reviewed_by -> users.id: stage 1 of 2, expand
+
+Revision ID: 0008
+Revises: 0007
+Staged change: document_versions_reviewed_by_add_foreign_key (tenants/app_schema/staged.py); rolled out stage by stage by the console.
+"""
+
+from tenants.app_schema import staged
+
+revision = '0008'
+down_revision = '0007'
+branch_labels = None
+depends_on = None
+
+CHANGE = staged.add_foreign_key('document_versions', 'reviewed_by', 'users', 'id', column_type='bigint')
+STAGE = 'expand'
+
+
+def upgrade():
+    staged.upgrade(CHANGE, STAGE)
+
+
+def downgrade():
+    staged.downgrade(CHANGE, STAGE)
