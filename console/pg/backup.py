@@ -13,7 +13,7 @@ import os
 import re
 import subprocess
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Iterator
@@ -45,10 +45,13 @@ def _run(conn: Connection, statement: sql.Composable, params: dict | None = None
 
 # Reading a database: tables, exact counts, versions ----------------------------------------------
 
-# Ordinary tables holding data pg_dump dumps: not the catalogs, not an extension's own.
+# Ordinary tables holding data pg_dump dumps: not the catalogs, not an extension's own; whether
+# they have a tenant_id column (the rows of shared tenants, under row-level security).
 _TABLES = text(
     """
-    SELECT n.nspname AS schema, c.relname AS name
+    SELECT n.nspname AS schema, c.relname AS name,
+           EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id'
+                   AND NOT a.attisdropped) AS has_tenant_id
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind = 'r'
       AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -61,14 +64,60 @@ _TABLES = text(
 )
 
 
-def exact_counts(conn: Connection, schema: str | None = None) -> list[dict]:
+def exact_counts(conn: Connection, schema: str | None = None, *, tenant_rows: bool = False) -> list[dict]:
     """Every table (of `schema`, if given) and its exact row count, as the transaction's snapshot
-    sees them."""
+    sees them. With `tenant_rows`, a table with a tenant_id column counts only the rows of the
+    tenant the transaction is bound to (bind_tenant)."""
     tables = []
-    for schema, name in conn.execute(_TABLES, {"schema": schema}).all():
-        rows = _run(conn, sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(name)))
-        tables.append({"schema": schema, "table": name, "rows": rows.scalar_one()})
+    for schema, name, has_tenant_id in conn.execute(_TABLES, {"schema": schema}).all():
+        rows = _run(conn, sql.SQL("SELECT count(*) FROM {}{}").format(
+            sql.Identifier(schema, name), _TENANT_FILTER if tenant_rows and has_tenant_id else sql.SQL("")))
+        entry = {"schema": schema, "table": name, "rows": rows.scalar_one()}
+        if tenant_rows:
+            entry["tenant_rows"] = has_tenant_id
+        tables.append(entry)
     return tables
+
+
+# Shared (row-level security) tenants: their rows only ------------------------------------------
+
+_TENANT_FILTER = sql.SQL(" WHERE tenant_id = current_setting('app.tenant_id')")
+
+
+def bind_tenant(conn: Connection, tenant_key: str) -> None:
+    """For this transaction: the tenant the RLS policies (and _TENANT_FILTER) see."""
+    conn.execute(text("SELECT set_config('app.tenant_id', :tenant, true)"), {"tenant": tenant_key})
+
+
+def copy_rows_out(conn: Connection, table: dict, out: Path) -> int:
+    """COPY one table's rows into `out` (COPY text format): only the bound tenant's when the table
+    has a tenant_id column, all of them otherwise (a schema's own, such as alembic_version)."""
+    statement = sql.SQL("COPY (SELECT * FROM {}{}) TO STDOUT").format(
+        sql.Identifier(table["schema"], table["table"]), _TENANT_FILTER if table.get("tenant_rows") else sql.SQL(""))
+    cursor = conn.connection.driver_connection.cursor()
+    with open(out, "wb") as file, cursor.copy(statement.as_string(conn.connection.driver_connection)) as copy:
+        for block in copy:
+            file.write(bytes(block))
+    return cursor.rowcount
+
+
+def copy_rows_in(scratch, database: str, schema: str, table: str, source: Path) -> int:
+    """Load a file copy_rows_out wrote into the same table of a restored database."""
+    with engines.connect(scratch, credential="change", database=database,
+                         statement_timeout_ms=settings.BACKUP_STATEMENT_TIMEOUT_MS) as conn:
+        driver = conn.connection.driver_connection
+        cursor = driver.cursor()
+        statement = sql.SQL("COPY {} FROM STDIN").format(sql.Identifier(schema, table)).as_string(driver)
+        with open(source, "rb") as file, cursor.copy(statement) as copy:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                copy.write(block)
+        return cursor.rowcount
+
+
+def other_tenants_rows(conn: Connection, schema: str, table: str, tenant_key: str) -> int:
+    """Rows of a restored table that are not the tenant's (read before row-level security is back)."""
+    return _run(conn, sql.SQL("SELECT count(*) FROM {} WHERE tenant_id IS DISTINCT FROM :tenant").format(
+        sql.Identifier(schema, table)), {"tenant": tenant_key}).scalar_one()
 
 
 def alembic_versions(conn: Connection, tables: list[dict]) -> dict[str, list[str]]:
@@ -93,21 +142,27 @@ class Snapshot:
     tables: list[dict]
     alembic: dict[str, list[str]]
     extensions: list[str]
+    conn: Connection | None = field(default=None, repr=False)  # the transaction holding it, while it lasts
 
 
 @contextmanager
-def exported_snapshot(target, database: str, schema: str | None = None) -> Iterator[Snapshot]:
+def exported_snapshot(target, database: str, schema: str | None = None,
+                      tenant_key: str | None = None) -> Iterator[Snapshot]:
     """A REPEATABLE READ transaction, as the change login, holding an exported snapshot open for
     as long as the block runs (pg_dump --snapshot reads the very same data); the counts and
-    versions of the manifest are read in it first."""
+    versions of the manifest are read in it first. With `tenant_key` (a shared tenant), the
+    transaction is bound to that tenant and counts only its rows."""
     with engines.session(target, credential="change", database=database,
                          statement_timeout_ms=settings.BACKUP_STATEMENT_TIMEOUT_MS) as conn:
         repeatable = conn.execution_options(isolation_level="REPEATABLE READ")
         with repeatable.begin():
             # The snapshot is taken by this first statement: its start is the backup's point in time.
             snapshot_id, taken_at = repeatable.execute(text("SELECT pg_export_snapshot(), statement_timestamp()")).one()
-            tables = exact_counts(repeatable, schema)
-            yield Snapshot(snapshot_id, taken_at, tables, alembic_versions(repeatable, tables), extensions(repeatable))
+            if tenant_key is not None:
+                bind_tenant(repeatable, tenant_key)
+            tables = exact_counts(repeatable, schema, tenant_rows=tenant_key is not None)
+            yield Snapshot(snapshot_id, taken_at, tables, alembic_versions(repeatable, tables), extensions(repeatable),
+                           repeatable)
 
 
 def run_smoke_query(conn: Connection, query: str) -> int:
@@ -201,14 +256,17 @@ def _tool(args: list[str], server, credential: str, timeout_s: float, what: str)
     return result
 
 
-def pg_dump_snapshot(target, database: str, snapshot_id: str, out: Path, *, jobs: int, schema: str | None = None) -> None:
-    """A directory-format dump of `database` (or only `schema`) as the exported snapshot sees it,
-    `jobs` in parallel."""
+def pg_dump_snapshot(target, database: str, snapshot_id: str, out: Path, *, jobs: int, schema: str | None = None,
+                     schema_only: bool = False) -> None:
+    """A directory-format dump of `database` (or only `schema`; with `schema_only` no rows) as the
+    exported snapshot sees it, `jobs` in parallel."""
     server = _server(target)
     args = [settings.BACKUP_PG_DUMP, "--format=directory", f"--jobs={jobs}", f"--snapshot={snapshot_id}",
             "--dbname", database, "--file", str(out)]
     if schema:
         args.append(f"--schema={schema}")
+    if schema_only:
+        args.append("--schema-only")
     result = _tool(args, server, "change", settings.BACKUP_TOOL_TIMEOUT_S, "pg_dump")
     if result.returncode != 0:
         raise ToolFailed(f"pg_dump failed: {result.stderr.strip()[-800:]}")
@@ -240,11 +298,14 @@ def restore_list(directory: Path, list_file: Path) -> None:
     list_file.write_text("\n".join(lines) + "\n")
 
 
-def pg_restore(scratch, database: str, directory: Path, *, jobs: int, list_file: Path) -> None:
+def pg_restore(scratch, database: str, directory: Path, *, jobs: int, list_file: Path, section: str | None = None) -> None:
     """Restore into `database` on the scratch server, stopping at the first error; objects owned by
-    the change login, no grants (the source's roles need not exist here)."""
+    the change login, no grants (the source's roles need not exist here). `section`: pre-data or
+    post-data only (rows are loaded in between, before constraints and row-level security)."""
     args = [settings.BACKUP_PG_RESTORE, "--format=directory", f"--jobs={jobs}", "--exit-on-error", "--no-owner",
             "--no-privileges", f"--use-list={list_file}", "--dbname", database, str(directory)]
+    if section:
+        args.append(f"--section={section}")
     result = _tool(args, scratch, "change", settings.BACKUP_TOOL_TIMEOUT_S, "pg_restore")
     if result.returncode != 0:
         raise ToolFailed(f"pg_restore failed: {result.stderr.strip()[-800:]}")

@@ -34,20 +34,32 @@ def backup_directory(backup: Backup) -> Path:
     return root.joinpath(*scope) / f"backup-{backup.pk}"
 
 
-def scope_of(job) -> tuple[str, str | None]:
-    """The database to back up and, for a schema-per-tenant tenant, its schema only."""
+def scope_of(job) -> tuple[str, str | None, str | None]:
+    """The database to back up; for a schema-per-tenant tenant its schema only; for a shared (RLS
+    rows) tenant the shared schema and the tenant's key, whose rows alone are copied."""
     tenant = job.tenant
-    if tenant is not None and tenant.strategy == tenant.Strategy.SHARED:
-        raise ValueError(f"tenant {tenant.slug} shares its tables (RLS rows): its backup is its target database's")
     database = (tenant.database_name if tenant else None) or job.params.get("database") or job.target.dbname
     validate_pg_name(database)  # it reaches pg_dump's --dbname, which would take a conninfo string
-    return database, (tenant.schema_name if tenant and not tenant.database_name else None)
+    schema = tenant.schema_name if tenant and not tenant.database_name else None
+    shared = tenant is not None and tenant.strategy == tenant.Strategy.SHARED
+    return database, schema, (tenant.slug if shared else None)
+
+
+def _write_tenant_rows(snapshot, directory: Path) -> list[dict]:
+    """A shared tenant's rows, table by table, copied in the backup's snapshot next to the
+    schema-only dump; the files are in the manifest's checksums like the dump's own."""
+    written = []
+    for number, table in enumerate(snapshot.tables):
+        name = f"tenant-rows-{number:03d}.copy"
+        rows = pg_backup.copy_rows_out(snapshot.conn, table, directory / name)
+        written.append({"schema": table["schema"], "table": table["table"], "file": name, "rows": rows})
+    return written
 
 
 def take_backup(ctx: jobs.JobContext, done: int = 1) -> Backup:
     """This job's backup: taken now, or the one an earlier attempt finished."""
     job = ctx.job
-    database, schema = scope_of(job)
+    database, schema, tenant_key = scope_of(job)
     backup = Backup.objects.filter(job=job).first()
     if backup is not None and backup.state == Backup.State.DONE:
         return backup
@@ -59,14 +71,18 @@ def take_backup(ctx: jobs.JobContext, done: int = 1) -> Backup:
     shutil.rmtree(directory, ignore_errors=True)  # what an earlier attempt left
     directory.parent.mkdir(parents=True, exist_ok=True)
     ctx.raise_if_stopped()
-    ctx.log(f"backing up {job.target.name}/{database}{f' schema {schema}' if schema else ''} into {directory}")
+    rows_of = f" rows of tenant {tenant_key} in" if tenant_key else ""
+    ctx.log(f"backing up{rows_of} {job.target.name}/{database}{f' schema {schema}' if schema else ''} into {directory}")
     started = time.monotonic()
+    tenant_rows = None
     try:
-        with pg_backup.exported_snapshot(job.target, database, schema) as snapshot:
+        with pg_backup.exported_snapshot(job.target, database, schema, tenant_key) as snapshot:
             ctx.log(f"snapshot {snapshot.snapshot_id} exported at {snapshot.taken_at:%H:%M:%S}; "
                     f"{len(snapshot.tables)} tables counted in it")
             pg_backup.pg_dump_snapshot(job.target, database, snapshot.snapshot_id, directory, jobs=settings.BACKUP_JOBS,
-                                       schema=schema)
+                                       schema=schema, schema_only=tenant_key is not None)
+            if tenant_key is not None:
+                tenant_rows = _write_tenant_rows(snapshot, directory)
         files = pg_backup.file_checksums(directory)
     except Exception as exc:
         shutil.rmtree(directory, ignore_errors=True)
@@ -79,6 +95,7 @@ def take_backup(ctx: jobs.JobContext, done: int = 1) -> Backup:
         "alembic": snapshot.alembic,
         "extensions": snapshot.extensions,
         "files": files,
+        **({"tenant_key": tenant_key, "tenant_rows": tenant_rows} if tenant_key else {}),
     }
     fields = {
         "state": Backup.State.DONE, "snapshot_at": snapshot.taken_at, "manifest": manifest, "path": str(directory),

@@ -211,11 +211,21 @@ def _verify(step, run: DrillRun, backup: Backup, scratch: Target, name: str, out
 
     step("extensions", extensions)
 
+    tenant_key = manifest.get("tenant_key")  # a shared tenant: a schema-only dump and its rows
+
     def restore():
         with TemporaryDirectory(prefix="fleet-drill-") as tmp:
             list_file = Path(tmp) / "restore.list"
             pg_backup.restore_list(Path(backup.path), list_file)
-            pg_backup.pg_restore(scratch, name, Path(backup.path), jobs=settings.BACKUP_JOBS, list_file=list_file)
+            if tenant_key is None:
+                pg_backup.pg_restore(scratch, name, Path(backup.path), jobs=settings.BACKUP_JOBS, list_file=list_file)
+                return ""
+            pg_backup.pg_restore(scratch, name, Path(backup.path), jobs=settings.BACKUP_JOBS, list_file=list_file,
+                                 section="pre-data")
+            outcome["foreign_rows"] = _load_tenant_rows(scratch, name, backup, tenant_key)
+            pg_backup.pg_restore(scratch, name, Path(backup.path), jobs=settings.BACKUP_JOBS, list_file=list_file,
+                                 section="post-data")
+            return f"rows of tenant {tenant_key} only: {sum(t['rows'] for t in manifest['tenant_rows'])} rows loaded"
 
     try:
         step("restore", restore)
@@ -225,12 +235,14 @@ def _verify(step, run: DrillRun, backup: Backup, scratch: Target, name: str, out
     def compare():
         with engines.connect(scratch, credential="change", database=name,
                              statement_timeout_ms=settings.BACKUP_STATEMENT_TIMEOUT_MS, rollback=True) as conn:
-            tables = pg_backup.exact_counts(conn, backup.schema or None)
+            if tenant_key is not None:  # the restored tables force row-level security again
+                pg_backup.bind_tenant(conn, tenant_key)
+            tables = pg_backup.exact_counts(conn, backup.schema or None, tenant_rows=tenant_key is not None)
             alembic = pg_backup.alembic_versions(conn, tables)
             outcome["bytes_restored"] = pg_backup.database_size_bytes(conn)
         outcome["verification"] = {"tables": [{**t, "expected": _expected_rows(manifest, t)} for t in tables],
                                    "alembic": alembic}
-        return table_differences(manifest, tables, alembic)
+        return outcome.pop("foreign_rows", []) + table_differences(manifest, tables, alembic)
 
     differences = step("compare tables", compare)
 
@@ -268,6 +280,23 @@ def _verify(step, run: DrillRun, backup: Backup, scratch: Target, name: str, out
             raise DrillFailed(f"pg_amcheck --heapallindexed found problems in the restored copy: {said}.{hint}")
         raise DrillFailed(_reason(differences))
     outcome.update(passed=True, reason="", verified_at=timezone.now())
+
+
+def _load_tenant_rows(scratch: Target, name: str, backup: Backup, tenant_key: str) -> list[dict]:
+    """Load a shared tenant's rows between the pre-data and post-data sections (no constraint or
+    row-level security yet); the differences: rows in them that are not the tenant's."""
+    foreign = []
+    for entry in backup.manifest["tenant_rows"]:
+        pg_backup.copy_rows_in(scratch, name, entry["schema"], entry["table"], Path(backup.path) / entry["file"])
+    with engines.connect(scratch, credential="change", database=name, rollback=True,
+                         statement_timeout_ms=settings.BACKUP_STATEMENT_TIMEOUT_MS) as conn:
+        for table in backup.manifest["tables"]:
+            if table.get("tenant_rows"):
+                others = pg_backup.other_tenants_rows(conn, table["schema"], table["table"], tenant_key)
+                if others:
+                    foreign.append({"check": "other tenants' rows", "object": f"{table['schema']}.{table['table']}",
+                                    "expected": 0, "found": others})
+    return foreign
 
 
 def _expected_rows(manifest: dict, table: dict):
