@@ -14,6 +14,7 @@ from console.pg import tenancy
 from monitors.drills.models import Backup, DrillRun
 from tests.monitors.test_drills import amcheck_on_scratch, drill_databases  # noqa: F401  (a fixture)
 from tests.tenants.helpers import onboard, unique_slug
+from tests.tenants.test_isolation import _add_documents as add_documents
 
 APP_ROLE = "fleet_app"
 
@@ -22,17 +23,6 @@ APP_ROLE = "fleet_app"
 def backup_dir(settings, tmp_path):
     settings.BACKUP_DIR = str(tmp_path)
     return tmp_path
-
-
-def add_documents(target, tenant, titles):
-    with engines.connect(target, credential="change") as conn:
-        tenancy.bind(conn, schema=tenant.schema_name, tenant_key=tenant.slug, role=APP_ROLE)
-        user_id = conn.execute(text("INSERT INTO users (email, full_name) VALUES (:e, 'Owner') RETURNING id"),
-                               {"e": f"owner@{tenant.slug}.example"}).scalar_one()
-        folder_id = conn.execute(text("SELECT id FROM folders WHERE parent_id IS NULL")).scalar_one()
-        for title in titles:
-            conn.execute(text("INSERT INTO documents (folder_id, owner_id, title) VALUES (:f, :o, :t)"),
-                         {"f": folder_id, "o": user_id, "t": title})
 
 
 def tenant_counts(target, tenant) -> dict[str, int]:
