@@ -276,6 +276,10 @@ def _targets(rollout: Rollout):
 # The grid ---------------------------------------------------------------------------------------
 
 
+CELL_CSS = {"done": "state-succeeded", "already": "state-active", "failed": "state-failed", "running": "state-running",
+            "pending": "state-pending"}
+
+
 @dataclass
 class Cell:
     state: str
@@ -283,6 +287,10 @@ class Cell:
     duration_ms: float | None = None
     error: str = ""
     rollout: Rollout | None = None
+
+    @property
+    def css(self) -> str:
+        return CELL_CSS.get(self.state, "state-pending")
 
 
 def grid(change: StagedChange) -> tuple[list[dict], list[dict]]:
@@ -312,6 +320,20 @@ def grid(change: StagedChange) -> tuple[list[dict], list[dict]]:
                 row["cells"].append(Cell("pending", "Untouched" if untouched else "Pending"))
         rows.append(row)
     return stages, rows
+
+
+def next_stage(stages: list[dict], rows: list[dict]):
+    """The first stage some tenant has not had, unless a rollout of it waits or runs: what to
+    request next (None: nothing, or wait)."""
+    for stage in stages:
+        if rows and all(migrator.reached(row["version"], stage["staged"].revision) for row in rows):
+            continue
+        rollout, approval = stage["rollout"], stage["approval"]
+        waiting = approval is not None and approval.decision in (approval.Decision.PENDING, approval.Decision.APPROVED)
+        if rollout is not None and (rollout.is_live or (rollout.job is None and waiting)):
+            return None
+        return stage
+    return None
 
 
 def live(change_name: str) -> bool:

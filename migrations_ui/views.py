@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
@@ -9,9 +10,9 @@ from console import audit, jobs
 from console.models import Job, Target
 from console.roles import OPERATOR, action
 from console.validators import validate_pg_name
-from migrations_ui import changes, plans, services
+from migrations_ui import changes, plans, rollouts, services
 from migrations_ui.forms import BackfillForm, ChangeForm
-from migrations_ui.models import Backfill, Change
+from migrations_ui.models import Backfill, Change, Rollout
 from tenants import migrator
 from tenants.models import Tenant
 
@@ -223,3 +224,68 @@ def app_plan(request):
         "revisions": revisions, "start": start, "planned": planned, "squawk_ran": squawk_ran,
         "tenants": tenants, "tenant": tenant, "catalog": catalog,
         "flagged": [f for r in planned for f in r.flagged]})
+
+
+# The application's staged changes: rollouts of each stage over the tenants, a live grid.
+
+
+def _staged_change_or_404(name: str) -> rollouts.StagedChange:
+    change = rollouts.staged_change(name)
+    if change is None:
+        raise Http404(f"The application has no staged change {name!r}.")
+    return change
+
+
+def staged_change(request, name):
+    change = _staged_change_or_404(name)
+    stages, rows = rollouts.grid(change)
+    context = {"change": change, "stages": stages, "rows": rows, "live": rollouts.live(name),
+               "next_stage": rollouts.next_stage(stages, rows), "default_waves": ",".join(map(str, rollouts.DEFAULT_WAVES))}
+    if request.htmx and request.GET.get("grid"):
+        response = render(request, "migrations_ui/staged_change.html#rollout-grid", context)
+        if not context["live"]:
+            response.status_code = HttpResponseStopPolling.status_code
+        return response
+    return render(request, "migrations_ui/staged_change.html", context)
+
+
+def _wave_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise rollouts.RolloutRefused(f"Wave sizes are whole numbers separated by commas, e.g. 2,10 — not {text!r}.") from None
+    return sizes
+
+
+@require_POST
+@action("migrations.rollout_request", OPERATOR)
+def rollout_request(request, name, stage):
+    change = _staged_change_or_404(name)
+    try:
+        parallelism = int(request.POST.get("parallelism") or 4)
+        rollout = rollouts.request(change, stage, request.user, canary=request.POST.get("canary", ""),
+                                   wave_sizes=_wave_sizes(request.POST.get("waves", "")), parallelism=parallelism,
+                                   http_request=request)
+    except (rollouts.RolloutRefused, ValueError) as exc:
+        audit.record(request, "migrations.rollout_request", outcome="failed",
+                     detail={"change": name, "stage": stage, "reason": str(exc)[:500]})
+        messages.error(request, f"Rollout of {stage} not requested: {exc}")
+        return redirect("staged-change", name)
+    audit.record(request, "migrations.rollout_request", rollout, detail={
+        "change": name, "stage": stage, "revision": rollout.revision, "tenants": len(rollout.units),
+        "waves": rollout.waves, "parallelism": rollout.parallelism})
+    messages.success(request, f"Rollout of {stage} ({rollout.revision}) over {len(rollout.units)} tenant(s) requested: "
+                              "someone else approves it on the Approvals page, then the canary goes first.")
+    return redirect("staged-change", name)
+
+
+@require_POST
+@action("migrations.rollout_control", OPERATOR)
+def rollout_control(request, pk, verb):
+    rollout = get_object_or_404(Rollout.objects.select_related("job"), pk=pk)
+    if rollout.job is None:
+        messages.error(request, "This rollout has not started: it waits for its approval.")
+    else:
+        changed, message = jobs.control(rollout.job, verb, request, rollout=rollout.pk)
+        (messages.info if changed else messages.error)(request, message)
+    return redirect("staged-change", rollout.change_name)
