@@ -273,6 +273,28 @@ def _targets(rollout: Rollout):
     return Target.objects.filter(pk__in={u["target_id"] for u in rollout.units})
 
 
+# "Migrate all to head": what it does, before it is confirmed -----------------------------------
+
+
+def migrate_all_plan(target) -> dict:
+    """What the tenants.migrate job would do on `target` now: each unit from the version the
+    console last recorded to the release revision (staged revisions past it are left to their
+    rollouts), and the SQL of the revisions it would run."""
+    release = onboarding.release_revision()
+    versions = dict(Tenant.objects.filter(target=target).values_list("pk", "schema_version"))
+    units = []
+    for unit in migration_units(target):
+        version = min((versions.get(pk) or "" for pk in unit["tenant_ids"]), default="")
+        units.append({"key": unit["key"], "version": version, "moves": not migrator.reached(version, release)})
+    moving = [u for u in units if u["moves"]]
+    known = [r.revision for r in migrator.chain()]
+    lowest = min((u["version"] for u in moving), key=lambda v: known.index(v) if v in known else -1, default=None)
+    sql = migrator.pending_sql(SQL_SCHEMA, lowest, release) if moving else ""
+    pending = [r for r in migrator.staged_revisions() if not migrator.reached(release, r.revision)]
+    return {"target": target, "release": release, "head": migrator.head(), "units": units, "moving": moving,
+            "sql": sql, "staged_pending": pending}
+
+
 # The grid ---------------------------------------------------------------------------------------
 
 
@@ -334,6 +356,12 @@ def next_stage(stages: list[dict], rows: list[dict]):
             return None
         return stage
     return None
+
+
+def tenants_at(change: StagedChange) -> list[tuple[str, int]]:
+    """(stage, how many active tenants the console records at it or past it), for the list."""
+    versions = [u["version"] for u in resolve()]
+    return [(r.stage, sum(migrator.reached(v, r.revision) for v in versions)) for r in change.revisions]
 
 
 def live(change_name: str) -> bool:

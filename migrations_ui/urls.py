@@ -5,6 +5,7 @@ from migrations_ui import views
 urlpatterns = [
     path("", views.migration_list, name="migrations"),
     path("app/", views.app_plan, name="app-plan"),
+    path("migrate-all/", views.migrate_all, name="migrate-all"),
     path("changes/new/", views.change_new, name="change-new"),
     path("changes/<int:pk>/", views.change_plan, name="change-plan"),
     path("changes/<int:pk>/override/", views.change_override, name="change-override"),

@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.db.models import Q
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import Http404
@@ -13,16 +14,35 @@ from console.validators import validate_pg_name
 from migrations_ui import changes, plans, rollouts, services
 from migrations_ui.forms import BackfillForm, ChangeForm
 from migrations_ui.models import Backfill, Change, Rollout
-from tenants import migrator
+from tenants import migrator, onboarding
+from tenants.forms import MigrateForm
 from tenants.models import Tenant
 
 APP_PLAN_SCHEMA = "tenant"  # the version table's schema in the rendered SQL: any tenant's
 
 
+MIGRATION_JOBS = Q(kind__startswith="migrations.") | Q(kind="tenants.migrate")
+
+
 def migration_list(request):
-    jobs = Job.objects.filter(kind__startswith="migrations.")[:50]
-    recent = Change.objects.select_related("target", "requested_by")[:50]
-    return render(request, "migrations_ui/migration_list.html", {"jobs": jobs, "changes": recent})
+    """Every migration-like thing: the application's staged changes, rollouts, console-authored
+    changes, backfills, and the jobs of them all (tenants.migrate included)."""
+    staged = [{"change": c, "at": rollouts.tenants_at(c)} for c in rollouts.staged_changes()]
+    return render(request, "migrations_ui/migration_list.html", {
+        "staged": staged,
+        "rollouts": Rollout.objects.select_related("job", "requested_by")[:20],
+        "changes": Change.objects.select_related("target", "requested_by")[:50],
+        "backfills": Backfill.objects.select_related("target", "job")[:20],
+        "jobs": Job.objects.filter(MIGRATION_JOBS).select_related("target", "tenant", "requested_by")[:50],
+        "release": onboarding.release_revision(), "head": migrator.head(),
+    })
+
+
+def migrate_all(request):
+    """What "Migrate all to head" will do on a target, and its confirmation (it posts to tenants-migrate)."""
+    form = MigrateForm(request.GET or None)
+    plan = rollouts.migrate_all_plan(form.cleaned_data["target"]) if form.is_valid() else None
+    return render(request, "migrations_ui/migrate_all.html", {"form": form, "plan": plan})
 
 
 # Backfills: pages read the console DB only; running one checks it against the target first.

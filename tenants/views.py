@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Case, F, Q, When
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling, trigger_client_event
 
@@ -193,8 +194,11 @@ def tenants_migrate(request):
         messages.error(request, "Choose a primary or PgBouncer target.")
         return redirect("tenants")
     target = form.cleaned_data["target"]
+    if request.POST.get("confirmed") != "yes":  # first what it will do (the Migrations page), then confirmed
+        return redirect(f"{reverse('migrate-all')}?target={target.pk}")
     job = jobs.create(runners.MIGRATE, user=request.user, target=target, params={"target_id": target.pk})
-    audit.record(request, "tenants.migrate", job, detail={"target": target.name, "head": migrator.head()})
+    audit.record(request, "tenants.migrate", job, detail={"target": target.name, "head": migrator.head(),
+                                                          "to": onboarding.release_revision()})
     return redirect(job)
 
 

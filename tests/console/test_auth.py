@@ -90,6 +90,8 @@ def _action_requests(subjects):
         "migrations.change_create": ("post", "/migrations/changes/new/", {"table": ""}),
         "migrations.change_override": ("post", "/migrations/changes/999999/override/", {"reason": ""}),
         "migrations.stage_request": ("post", "/migrations/changes/999999/stages/expand/request/", {}),
+        "migrations.rollout_request": ("post", "/migrations/staged/nothing/expand/rollout/", {}),
+        "migrations.rollout_control": ("post", "/migrations/rollouts/999999/pause/", {}),
         "drills.run": ("post", "/drills/run/", {"target": ""}),
         "drills.policy_save": ("post", "/drills/policies/new/", {"target": ""}),
     }
@@ -105,7 +107,8 @@ EXPECTED_ROLE = {
     "monitors.explain": "operator", "monitors.session": "operator", "monitors.thresholds": "admin",
     "migrations.backfill": "operator", "migrations.backfill_control": "operator",
     "migrations.change_create": "operator", "migrations.change_override": "operator",
-    "migrations.stage_request": "operator",
+    "migrations.stage_request": "operator", "migrations.rollout_request": "operator",
+    "migrations.rollout_control": "operator",
     "drills.run": "operator", "drills.policy_save": "operator",
 }
 
