@@ -73,3 +73,32 @@ def test_it_shows_the_migrations_page(page, users, demo_targets, artifacts):
     expect(page.locator("main h1")).to_have_text("Migrations")
     expect(page.locator("#new-change-link")).to_be_visible()  # an operator may plan a change
     page.screenshot(path=str(artifacts / "migrations.png"), full_page=True)
+
+
+def test_it_sorts_the_tenant_list_by_a_header_in_the_browser(page, users, demo_targets, artifacts):
+    from tenants import migrator
+    from tenants.models import Tenant, TenantHealth
+
+    head = migrator.head()
+    primary, bouncer = demo_targets["demo-primary"], demo_targets["demo-bouncer"]
+    for slug, target, strategy, state, size_bytes, drift in (
+            ("acme", primary, "schema", "active", 9_400_000, 0), ("globex", primary, "database", "active", 31_000_000, 2),
+            ("initech", bouncer, "shared", "active", 210_000, 0), ("hooli", primary, "schema", "failed", None, 0),
+            ("umbrella", primary, "schema", "archived", 5_000_000, 0)):
+        tenant = Tenant.objects.create(name=slug.title(), slug=slug, target=target, strategy=strategy, state=state,
+                                       schema_version=head if state != "failed" else "", failed_step="migrate" if state == "failed" else "")
+        if size_bytes:
+            tenant.last_health = TenantHealth.objects.create(
+                tenant=tenant, version=head, head=head, size_bytes=size_bytes, drift=["x"] * drift, drift_count=drift,
+                tables=[{"table_name": "documents", "rows_estimate": size_bytes // 800, "total_bytes": size_bytes}])
+            tenant.save()
+    _log_in(page, "viewer")
+    page.goto("/tenants/?target=" + str(primary.pk))
+    page.click("th a[data-sort='size']")
+    page.click("th a[data-sort='size']")  # the same header again: largest first
+
+    expect(page.locator("th[aria-sort='descending']")).to_contain_text("Size")
+    slugs = page.locator("#tenants tbody tr").evaluate_all("(rows) => rows.map((r) => r.dataset.tenant)")
+    assert slugs == ["globex", "acme", "umbrella", "hooli"]  # the target filter kept; no figures sort last
+    expect(page.locator("tr[data-tenant='umbrella']")).not_to_contain_text("4.8 MB")  # archived: no stale size
+    page.screenshot(path=str(artifacts / "tenant-list-sorted.png"), full_page=True)
