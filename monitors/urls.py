@@ -1,7 +1,7 @@
 from django.urls import path, register_converter
 
 from monitors import views
-from monitors.drills import views as drill_views
+from monitors.drills import physical_views, views as drill_views
 
 
 class SignedIntConverter:
@@ -36,4 +36,11 @@ urlpatterns = [
     path("drills/policies/<int:policy_id>/edit/", drill_views.policy_form, name="drill-policy-edit"),
     path("drills/policies/<int:policy_id>/trend.json", drill_views.policy_series, name="drill-policy-series"),
     path("drills/runs/<int:run_id>/", drill_views.run_detail, name="drill-run-detail"),
+    # Physical backups and PITR drills (pgBackRest): monitors/drills/physical_views.py.
+    path("drills/physical/", physical_views.physical_list, name="physical-list"),
+    path("drills/pitr/<int:run_id>/", physical_views.drill_run, name="pitr-drill"),
+    path("fleet/targets/<int:target_id>/physical-backups/", physical_views.physical_backups, name="physical-backups"),
+    path("fleet/targets/<int:target_id>/physical-backups/backup/", physical_views.start_backup,
+         name="physical-backup-start"),
+    path("fleet/targets/<int:target_id>/physical-backups/drill/", physical_views.start_drill, name="pitr-drill-start"),
 ]

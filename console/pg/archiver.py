@@ -29,7 +29,7 @@ def segment_number(name: str | None) -> int | None:
 def archiver(conn: Connection) -> dict:
     row = dict(conn.execute(ARCHIVER).mappings().one())
     current, archived = segment_number(row["current_wal"]), segment_number(row["last_archived_wal"])
-    row["segments_waiting"] = (current - archived - 1) if current is not None and archived is not None else None
+    row["segments_waiting"] = max(0, current - archived - 1) if current is not None and archived is not None else None
     row["failing"] = bool(row["last_failed_time"] and (row["last_archived_time"] is None
                                                       or row["last_failed_time"] > row["last_archived_time"]))
     return row

@@ -66,6 +66,12 @@ def backup_now(run_here, policy, kind="full") -> Job:
     return job
 
 
+def backup_now_on_worker(policy, kind="full") -> Job:
+    job = jobs.wait_for(jobs.create("pitr.backup", target=policy.target, params={"type": kind}).pk, timeout_s=120)
+    assert job.state == Job.State.SUCCEEDED, job.error
+    return job
+
+
 def two_writes(fleet, policy):
     """'first', then the moment, then 'second', each committed; the heartbeat beats before the moment."""
     beat(policy.target)

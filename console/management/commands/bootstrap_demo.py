@@ -70,6 +70,13 @@ class Command(BaseCommand):
             probe = services.probe_target(target)
             state = f"up, PostgreSQL {probe.server_version}" if probe.ok else f"DOWN: {probe.error}"
             self.stdout.write(f"  {target.name:14} {target.dsn_display():40} {state}")
+        if os.environ.get("PGBACKREST_CONFIG"):  # the local fleet's stanza (scripts/localfleet.py)
+            from monitors.drills.physical import PhysicalBackupPolicy
+
+            PhysicalBackupPolicy.objects.get_or_create(target=Target.objects.get(name="demo-primary"), defaults={
+                "stanza": "demo", "config": os.environ["PGBACKREST_CONFIG"], "database": "demo",
+                "smoke_queries": ["SELECT aid FROM pgbench_accounts LIMIT 1"]})
+            self.stdout.write("  demo-primary: physical backups with pgBackRest, stanza demo")
 
     def _onboard_demo_tenants(self):
         """A few tenants of each strategy on demo-primary, onboarded by the worker once it runs."""

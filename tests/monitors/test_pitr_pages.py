@@ -1,0 +1,110 @@
+"""The physical backups and PITR drill pages: an operator starts a full backup and a PITR drill from
+the target's page and watches the drill's steps to the end; failures are shown where the data is."""
+
+import pytest
+from django.urls import reverse
+from playwright.sync_api import expect
+
+from console.models import Job
+from monitors.drills.physical import PhysicalBackupPolicy, PitrDrillRun
+from tests.waiting import wait_until
+from tests.monitors.test_pitr import MARKS_FIRST, drill_dir, marks, two_writes  # noqa: F401  (fixtures)
+
+
+@pytest.fixture
+def policy(demo_targets, fleet, drill_dir):  # noqa: F811
+    return PhysicalBackupPolicy.objects.create(
+        target=demo_targets["demo-primary"], stanza="demo", config=fleet.env()["PGBACKREST_CONFIG"], database="demo",
+        smoke_queries=[MARKS_FIRST])
+
+
+@pytest.mark.browser
+@pytest.mark.worker
+def test_it_backs_up_and_drills_from_the_target_page_and_shows_the_steps_live(page, users, policy, marks, fleet,  # noqa: F811
+                                                                              live_worker, artifacts):
+    target = policy.target
+    page.goto(reverse("physical-backups", args=[target.pk]))
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", "operator-pw-123")
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_have_text(f"Physical backups of {target.name}")
+    expect(page.locator("#archiver")).to_contain_text("archive_mode")
+    page.click("button:has-text('Full backup')")
+    expect(page.locator(".state").first).to_have_text("Succeeded", timeout=60_000)
+
+    page.goto(reverse("physical-backups", args=[target.pk]))
+    rows = page.locator("#physical-backup-list tbody tr")
+    expect(rows.first).to_contain_text("full")
+    moment = two_writes(fleet, policy)
+    page.fill("#target_at", moment.isoformat())
+    page.screenshot(path=str(artifacts / "pitr-physical-backups.png"), full_page=True)
+    page.click("button:has-text('PITR drill')")
+    job = Job.objects.filter(kind="pitr.drill").latest("id")
+    run = wait_until(lambda: PitrDrillRun.objects.filter(job=job).first(), 60, "the drill to start")
+    page.goto(run.get_absolute_url())
+
+    expect(page.locator("#pitr-result .state")).to_have_text("passed", timeout=90_000)
+    expect(page.locator("#pitr-steps li[data-step='alembic versions']")).to_have_attribute("data-status", "done")
+    expect(page.locator("#pitr-recovery .label")).to_have_text("100 %")
+    expect(page.locator("#pitr-live")).to_contain_text("1 row")
+    expect(page.locator("#pitr-result")).to_contain_text("folder deleted")
+    page.screenshot(path=str(artifacts / "pitr-drill-run.png"), full_page=True)
+
+    page.goto(reverse("physical-list"))
+    expect(page.locator("#physical-policies")).to_contain_text("passed")
+    page.screenshot(path=str(artifacts / "pitr-physical-list.png"), full_page=True)
+
+
+def test_it_shows_why_pgbackrest_info_failed_on_the_page(policy, client_as):
+    policy.config = "/nonexistent/pgbackrest.conf"
+    policy.save()
+
+    html = client_as("viewer").get(reverse("physical-backups", args=[policy.target.pk])).content.decode()
+
+    assert "pgbackrest info failed" in html and "/nonexistent/pgbackrest.conf" in html
+    assert "WAL archiving" in html and "Full backup" not in html  # viewers do not start backups
+
+
+def test_it_refuses_a_drill_to_a_moment_that_is_not_one_and_starts_nothing(policy, client_as):
+    response = client_as("operator").post(reverse("pitr-drill-start", args=[policy.target.pk]), {"target_at": "yesterday"})
+
+    assert response.status_code == 302 and not Job.objects.filter(kind="pitr.drill").exists()
+    page = client_as("operator").get(response["Location"]).content.decode()
+    assert "is not a moment" in page
+
+
+def test_it_lets_only_operators_start_a_backup(policy, client_as):
+    response = client_as("viewer").post(reverse("physical-backup-start", args=[policy.target.pk]), {"type": "full"})
+
+    assert response.status_code == 403 and not Job.objects.filter(kind="pitr.backup").exists()
+
+
+@pytest.mark.browser
+@pytest.mark.worker
+def test_it_shows_recovery_live_and_leaves_nothing_when_the_drill_is_cancelled(page, users, policy, marks, fleet,  # noqa: F811
+                                                                               live_worker, artifacts, drill_dir):  # noqa: F811
+    from console import jobs
+    from tests.monitors.test_pitr import backup_now_on_worker, leftovers
+
+    # Recovery waits an hour before it replays a recent commit: the drill stays in "recovery".
+    policy.server_settings = {"recovery_min_apply_delay": "1h"}
+    policy.save()
+    backup_now_on_worker(policy)
+    moment = two_writes(fleet, policy)
+    job = jobs.create("pitr.drill", target=policy.target, params={"target_at": moment.isoformat()})
+    run = wait_until(lambda: PitrDrillRun.objects.filter(job_id=job.pk).first(), 60, "the drill to start")
+    page.goto(run.get_absolute_url())
+    page.fill("#id_username", "viewer")
+    page.fill("#id_password", "viewer-pw-123")
+    page.click("button[type=submit]")
+
+    expect(page.locator("#pitr-steps li[data-step='recovery']")).to_have_attribute("data-status", "running", timeout=60_000)
+    expect(page.locator("#lsn-replayed")).not_to_have_text("—")
+    page.screenshot(path=str(artifacts / "pitr-drill-recovering.png"), full_page=True)
+    jobs.request_cancel(Job.objects.get(pk=job.pk))
+
+    expect(page.locator("#pitr-result .state")).to_have_text("failed", timeout=30_000)
+    expect(page.locator("#pitr-result")).to_contain_text("Cancelled by an operator")
+    expect(page.locator("#pitr-result")).to_contain_text("folder deleted")
+    assert leftovers(drill_dir) == []
+    page.screenshot(path=str(artifacts / "pitr-drill-cancelled.png"), full_page=True)
