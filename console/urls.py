@@ -26,6 +26,7 @@ urlpatterns = [
     path("fleet/targets/<int:target_id>/test/", fleet.target_test, name="target-test"),
     path("jobs/", jobs.job_list, name="jobs"),
     path("jobs/selftest/", jobs.selftest_start, name="job-selftest"),
+    path("jobs/rows/", jobs.job_rows, name="job-rows"),
     path("jobs/<int:job_id>/", jobs.job_detail, name="job-detail"),
     path("jobs/<int:job_id>/pause/", jobs.job_pause, name="job-pause"),
     path("jobs/<int:job_id>/resume/", jobs.job_resume, name="job-resume"),

@@ -5,10 +5,11 @@ import math
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
-from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
+from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling, trigger_client_event
 
 from console import audit, jobs, selftest
 from console.forms import JobFilterForm
@@ -42,6 +43,26 @@ def job_list(request):
     response = render(request, "console/jobs.html#job-table", context)
     if not live:
         response.status_code = HttpResponseStopPolling.status_code
+    return response
+
+
+MAX_JOB_ROWS = 100
+JOBS_ENDED = "jobs-ended"  # the htmx event a page may refresh its other regions on
+
+
+def job_rows(request):
+    """The rows of some jobs (?ids=3,5), for a region of another page that shows them (a target's
+    recent jobs, the Migrations and Drills pages): it polls this while one is unfinished; the
+    answer once none is stops the polling (286) and triggers `jobs-ended`."""
+    ids = request.GET.get("ids", "").split(",")
+    if not 0 < len(ids) <= MAX_JOB_ROWS or not all(i.isascii() and i.isdigit() for i in ids):
+        return HttpResponseBadRequest(f"ids: up to {MAX_JOB_ROWS} job ids separated by commas")
+    found = Job.objects.select_related("requested_by").in_bulk([int(i) for i in ids])
+    shown = [found[int(i)] for i in ids if int(i) in found]
+    response = render(request, "console/_job_rows.html", {"jobs": shown})
+    if all(job.is_finished for job in shown):
+        response.status_code = HttpResponseStopPolling.status_code
+        trigger_client_event(response, JOBS_ENDED)
     return response
 
 

@@ -87,3 +87,43 @@ def test_it_follows_a_job_row_on_the_job_list_to_its_end_without_a_reload(page, 
     assert page.evaluate("window.stillTheSamePage") is True
     page.screenshot(path=str(artifacts / "jobs-live-succeeded.png"), full_page=True)
 
+
+
+def test_it_polls_the_job_rows_of_any_page_until_they_have_ended(client_as, demo_targets):
+    primary = demo_targets["demo-primary"]
+    running = Job.objects.create(kind=selftest.KIND, target=primary, state=Job.State.RUNNING)
+    done = Job.objects.create(kind=selftest.KIND, target=primary, state=Job.State.SUCCEEDED)
+    client = client_as("viewer")
+    page = client.get(f"/fleet/targets/{primary.pk}/").content.decode()  # its recent jobs
+    assert f'hx-get="/jobs/rows/?ids={done.pk},{running.pk}"' in page
+
+    polled = client.get(f"/jobs/rows/?ids={done.pk},{running.pk}", **HTMX)
+    assert polled.status_code == 200 and "<html" not in polled.content.decode()
+    assert polled.content.decode().index(f'data-job="{done.pk}"') < polled.content.decode().index(f'data-job="{running.pk}"')
+
+    _finish(running)
+    ended = client.get(f"/jobs/rows/?ids={done.pk},{running.pk}", **HTMX)
+    assert ended.status_code == 286 and "jobs-ended" in json.loads(ended.headers["HX-Trigger"])
+    assert "hx-get" not in ended.content.decode() and f'data-job="{running.pk}" data-state="succeeded"' in ended.content.decode()
+    assert "hx-get" not in client.get(f"/fleet/targets/{primary.pk}/").content.decode().split("Recent jobs")[1]
+
+    for bad in ("", "1,x", "1;2", ",".join(["1"] * 101), "١"):
+        assert client.get(f"/jobs/rows/?ids={bad}", **HTMX).status_code == 400, bad
+
+
+@pytest.mark.browser
+@pytest.mark.worker
+def test_it_follows_a_targets_recent_job_to_its_end_without_a_reload(page, users, demo_targets, live_worker):
+    primary = demo_targets["demo-primary"]
+    job = jobs.create(selftest.KIND, target=primary, total=2, params={"steps": 2, "step_seconds": 0.2}, send=False)
+    _log_in(page, "operator")
+    page.goto(f"/fleet/targets/{primary.pk}/")
+    row = page.locator(f".job-rows tr[data-job='{job.pk}']")
+    expect(row).to_have_attribute("data-state", "queued")
+    page.evaluate("window.stillTheSamePage = true")
+
+    jobs.enqueue(job.pk)
+
+    expect(row).to_have_attribute("data-state", "succeeded", timeout=40_000)
+    expect(page.locator(".job-rows")).not_to_have_attribute("hx-get", re.compile("ids"))
+    assert page.evaluate("window.stillTheSamePage") is True
