@@ -168,7 +168,8 @@ def shown_for(rollout: Rollout, units: list[dict] | None = None) -> dict:
     return {
         "rollout": rollout.pk, "change": rollout.change_name, "stage": rollout.stage,
         "revision": rollout.revision, "from": rollout.down_revision,
-        "sql": sql, "sql_sha256": hashlib.sha256(sql.encode()).hexdigest(),
+        "sql": [line for line in sql.splitlines() if line.strip()],  # a line each on the approval page
+        "sql_sha256": hashlib.sha256(sql.encode()).hexdigest(),
         "tenants": keys, "waves": rollout.waves, "parallelism": rollout.parallelism,
     }
 
@@ -309,6 +310,11 @@ class Cell:
     duration_ms: float | None = None
     error: str = ""
     rollout: Rollout | None = None
+    wave: int | None = None  # 0: the canary
+
+    @property
+    def wave_label(self) -> str:
+        return "" if self.wave is None else ("canary" if self.wave == 0 else f"wave {self.wave}")
 
     @property
     def css(self) -> str:
@@ -334,7 +340,8 @@ def grid(change: StagedChange) -> tuple[list[dict], list[dict]]:
             rollout, staged = stage["rollout"], stage["staged"]
             cell = cells.get((rollout.pk, unit["key"])) if rollout else None
             if cell is not None and cell.state != RolloutTenant.State.PENDING:
-                row["cells"].append(Cell(cell.state, cell.get_state_display(), cell.duration_ms, cell.error, rollout))
+                row["cells"].append(Cell(cell.state, cell.get_state_display(), cell.duration_ms, cell.error, rollout,
+                                         cell.wave))
             elif migrator.reached(unit["version"], staged.revision):
                 row["cells"].append(Cell("already", "At the stage"))
             else:
@@ -363,8 +370,4 @@ def tenants_at(change: StagedChange) -> list[tuple[str, int]]:
     versions = [u["version"] for u in resolve()]
     return [(r.stage, sum(migrator.reached(v, r.revision) for v in versions)) for r in change.revisions]
 
-
-def live(change_name: str) -> bool:
-    return Rollout.objects.filter(change_name=change_name, job__isnull=False).exclude(
-        job__state__in=Job.FINISHED_STATES).exists()
 

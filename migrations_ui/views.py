@@ -259,10 +259,11 @@ def _staged_change_or_404(name: str) -> rollouts.StagedChange:
 def staged_change(request, name):
     change = _staged_change_or_404(name)
     stages, rows = rollouts.grid(change)
-    context = {"change": change, "stages": stages, "rows": rows, "live": rollouts.live(name),
+    live = any(stage["rollout"] is not None and stage["rollout"].is_live for stage in stages)  # as read for the page
+    context = {"change": change, "stages": stages, "rows": rows, "live": live,
                "next_stage": rollouts.next_stage(stages, rows), "default_waves": ",".join(map(str, rollouts.DEFAULT_WAVES))}
     if request.htmx and request.GET.get("grid"):
-        response = render(request, "migrations_ui/staged_change.html#rollout-grid", context)
+        response = render(request, "migrations_ui/staged_change.html#rollout-live", context)
         if not context["live"]:
             response.status_code = HttpResponseStopPolling.status_code
         return response
