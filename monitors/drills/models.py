@@ -32,10 +32,13 @@ def validate_cron(expression: str) -> None:
 
 
 class BackupPolicy(models.Model):
-    """When to back up one database of a target, how many backups to keep, and where."""
+    """When to back up one database of a target, or one tenant (its database, schema or RLS rows),
+    how many backups to keep, and where."""
 
     target = models.ForeignKey("console.Target", on_delete=models.CASCADE, related_name="backup_policies")
     database = models.CharField(max_length=63)
+    tenant = models.ForeignKey("tenants.Tenant", null=True, blank=True, on_delete=models.CASCADE,
+                               related_name="backup_policies")
     every_hours = models.PositiveIntegerField(null=True, blank=True)
     cron = models.CharField(max_length=100, blank=True, validators=[validate_cron])
     keep_count = models.PositiveIntegerField(null=True, blank=True)
@@ -93,8 +96,17 @@ class BackupPolicy(models.Model):
         return (keep_count or 0) < (self.keep_count or 0) or (keep_days or 0) < (self.keep_days or 0)
 
     def backups_of(self):
-        """Its database's whole-database backups, those taken by hand or before the policy included."""
+        """Its tenant's backups, or its database's whole-database ones; those taken by hand or
+        before the policy included."""
+        if self.tenant_id:
+            return Backup.objects.filter(tenant_id=self.tenant_id)
         return Backup.objects.filter(target_id=self.target_id, database=self.database, schema="", tenant__isnull=True)
+
+    @classmethod
+    def of(cls, target, database: str, tenant=None) -> "BackupPolicy | None":
+        if tenant is not None:
+            return cls.objects.filter(tenant=tenant).first()
+        return cls.objects.filter(target=target, database=database, tenant__isnull=True).first()
 
     def drill_runs(self):
         return DrillRun.objects.filter(backup__in=self.backups_of())
@@ -113,10 +125,14 @@ class BackupPolicy(models.Model):
         return PolicyStatus(last_backup, last_verified, last_drill, self.next_run_at(now), overdue)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["target", "database"], name="one_backup_policy_per_database")]
+        constraints = [
+            models.UniqueConstraint(fields=["target", "database"], condition=models.Q(tenant__isnull=True),
+                                    name="one_backup_policy_per_database"),
+            models.UniqueConstraint(fields=["tenant"], name="one_backup_policy_per_tenant"),
+        ]
 
     def __str__(self):
-        return f"{self.target.name}/{self.database}"
+        return f"{self.target.name}/{self.database}" + (f" tenant {self.tenant.slug}" if self.tenant_id else "")
 
     def get_absolute_url(self):
         from django.urls import reverse
