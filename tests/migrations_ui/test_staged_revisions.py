@@ -139,3 +139,22 @@ def test_it_writes_a_staged_change_as_one_revision_per_stage(tmp_path):
                 call_command("staged_revision", "set_not_null", "documents", "title", "--backfill", "'x' 'y' z(")
     finally:
         migrator.script_directory.cache_clear()
+
+
+def test_it_waits_at_most_lock_timeout_per_try_in_a_revision_and_names_the_blocker(demo_targets, schema, fleet):
+    from django.test import override_settings
+
+    from console.pg.lock_retry import LockRetriesExhausted
+    from tests.servers import superuser
+
+    primary = demo_targets["demo-primary"]
+    with superuser(fleet) as holder:  # a reader in an open transaction: ADD COLUMN needs ACCESS EXCLUSIVE
+        holder.autocommit = False
+        holder.execute(f'SELECT count(*) FROM "{schema}".documents')
+        pid = holder.info.backend_pid
+        with override_settings(DDL_LOCK_TIMEOUT_MS=200, DDL_LOCK_RETRIES=1, DDL_LOCK_BACKOFF_S=0.05):
+            with pytest.raises(LockRetriesExhausted, match=rf"gave up after 2 tries of 200 ms.*pid {pid}"):
+                onboarding.migrate_location(primary, None, schema, revision="0004", expected_from="0003")
+        assert _facts(primary, schema)["version"] == "0003" and _facts(primary, schema)["status"] == []
+        holder.rollback()
+    assert onboarding.migrate_location(primary, None, schema, revision="0004", expected_from="0003")[1] == "0004"
