@@ -15,20 +15,22 @@ METRIC_MAX_CHARS = 48  # Alert.metric
 
 
 def metric_name(kind: str, policy: BackupPolicy) -> str:
-    name = f"{kind}:{policy.database}"
+    name = f"{kind}:tenant:{policy.tenant.slug}" if policy.tenant_id else f"{kind}:{policy.database}"
     return name if len(name) <= METRIC_MAX_CHARS else f"{kind}:policy{policy.pk}"
 
 
 def wanted(target_ids, now) -> dict[int, dict[str, tuple]]:
     """{target id: {metric: (level, value, threshold, message)}} for the policies of these targets."""
-    policies = list(BackupPolicy.objects.filter(target_id__in=target_ids))
-    latest = {(row["target_id"], row["database"]): row for row in Backup.objects.filter(
-        target_id__in=target_ids, schema="", tenant__isnull=True).values("target_id", "database").annotate(
-        backup_at=Max("snapshot_at", filter=Q(state=Backup.State.DONE)),
-        verified_at=Max("snapshot_at", filter=Q(verified_at__isnull=False, state=Backup.State.DONE)))}
+    policies = list(BackupPolicy.objects.filter(target_id__in=target_ids).select_related("tenant"))
+    ages = {"backup_at": Max("snapshot_at", filter=Q(state=Backup.State.DONE)),
+            "verified_at": Max("snapshot_at", filter=Q(verified_at__isnull=False, state=Backup.State.DONE))}
+    whole = Backup.objects.filter(target_id__in=target_ids, schema="", tenant__isnull=True)
+    latest = {(row["target_id"], row["database"]): row for row in whole.values("target_id", "database").annotate(**ages)}
+    by_tenant = {row["tenant_id"]: row for row in Backup.objects.filter(
+        tenant_id__in=[p.tenant_id for p in policies if p.tenant_id]).values("tenant_id").annotate(**ages)}
     found: dict[int, dict[str, tuple]] = defaultdict(dict)
     for policy in policies:
-        row = latest.get((policy.target_id, policy.database), {})
+        row = by_tenant.get(policy.tenant_id, {}) if policy.tenant_id else latest.get((policy.target_id, policy.database), {})
         for kind, at, max_age_h, level, what in (
                 ("backup_age", row.get("backup_at"), policy.backup_max_age_h, "warning", "backup"),
                 ("verified_backup_age", row.get("verified_at"), policy.drill_max_age_h, "critical", "verified backup")):
@@ -38,6 +40,10 @@ def wanted(target_ids, now) -> dict[int, dict[str, tuple]]:
             since = f"the last one was taken {age_h:,.0f} h ago" if at is not None else "there has never been one"
             found[policy.target_id][metric_name(kind, policy)] = (
                 level, age_h, float(max_age_h),
-                f"No {what} of {policy.database} younger than {max_age_h} h: {since}"
+                f"No {what} of {_scope(policy)} younger than {max_age_h} h: {since}"
                 + (" (run a drill: only a drill verifies a backup)" if kind == "verified_backup_age" else ""))
     return found
+
+
+def _scope(policy: BackupPolicy) -> str:
+    return f"tenant {policy.tenant.slug}" if policy.tenant_id else policy.database

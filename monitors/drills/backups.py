@@ -64,7 +64,7 @@ def take_backup(ctx: jobs.JobContext, done: int = 1) -> Backup:
     if backup is not None and backup.state == Backup.State.DONE:
         return backup
     if backup is None:
-        policy = None if schema else BackupPolicy.objects.filter(target=job.target, database=database).first()
+        policy = BackupPolicy.of(job.target, database, job.tenant)
         backup = Backup.objects.create(target=job.target, database=database, job=job, policy=policy,
                                        tenant=job.tenant, schema=schema or "")
     directory = backup_directory(backup)
@@ -158,13 +158,13 @@ def schedule_due(now=None) -> list[int]:
     now = now or timezone.now()
     started = []
     has_scratch = Target.objects.filter(role=Target.Role.SCRATCH).exists()
-    for policy in BackupPolicy.objects.select_related("target"):
+    for policy in BackupPolicy.objects.select_related("target", "tenant"):
         if not policy.is_due(now):
             continue
         with transaction.atomic():
             if not BackupPolicy.objects.filter(pk=policy.pk, scheduled_at=policy.scheduled_at).update(scheduled_at=now):
                 continue
             kind = "drills.backup_and_drill" if has_scratch or policy.scratch_id else "drills.backup"
-            job = jobs.create(kind, target=policy.target, params={"database": policy.database})
+            job = jobs.create(kind, target=policy.target, tenant=policy.tenant, params={"database": policy.database})
         started.append(job.pk)
     return started

@@ -10,6 +10,7 @@ from console.models import Target
 from console.validators import validate_pg_name
 from monitors.drills.models import BackupPolicy
 from monitors.drills.restores import check_smoke_query
+from tenants.models import Tenant
 
 HOURS_MAX = 24 * 366
 
@@ -21,15 +22,18 @@ class PolicyForm(forms.ModelForm):
 
     class Meta:
         model = BackupPolicy
-        fields = ["target", "database", "every_hours", "cron", "keep_count", "keep_days", "destination", "scratch",
+        fields = ["tenant", "target", "database", "every_hours", "cron", "keep_count", "keep_days", "destination", "scratch",
                   "smoke_queries", "backup_max_age_h", "drill_max_age_h"]
         labels = {
+            "tenant": "Tenant (or none: a whole database)",
             "every_hours": "Every N hours", "cron": "Or a cron expression (UTC)", "keep_count": "Keep the last N backups",
             "keep_days": "Keep the backups of the last N days", "destination": "Destination directory",
             "scratch": "Scratch server", "backup_max_age_h": "Alert without a backup for (hours)",
             "drill_max_age_h": "Alert without a verified backup for (hours)",
         }
         help_texts = {
+            "tenant": "A tenant's backups: its database, its schema, or its rows of the shared schema. "
+                      "Target and database are then the tenant's.",
             "cron": "minute hour day-of-month month day-of-week, e.g. 0 3 * * *",
             "keep_count": "Empty with the next one empty too: keep all. The newest verified backup is never removed.",
             "destination": "Empty: the BACKUP_DIR setting. An absolute path on the workers.",
@@ -41,6 +45,8 @@ class PolicyForm(forms.ModelForm):
         self.fields["target"].queryset = Target.objects.exclude(
             role__in=[Target.Role.SCRATCH, Target.Role.PGBOUNCER]).order_by("name")
         self.fields["scratch"].queryset = Target.objects.filter(role=Target.Role.SCRATCH).order_by("name")
+        self.fields["tenant"].queryset = Tenant.objects.filter(state=Tenant.State.ACTIVE).select_related("target")
+        self.fields["target"].required = self.fields["database"].required = False  # a tenant's are its own
         for name in ("every_hours", "backup_max_age_h", "drill_max_age_h"):
             self.fields[name].min_value = 1
             self.fields[name].max_value = HOURS_MAX
@@ -49,11 +55,13 @@ class PolicyForm(forms.ModelForm):
         self.fields["keep_days"].min_value = 1
         if self.instance.pk:
             self.initial["smoke_queries"] = "\n".join(self.instance.smoke_queries)
-            self.fields["target"].disabled = self.fields["database"].disabled = True
+            for name in ("tenant", "target", "database"):
+                self.fields[name].disabled = True
 
     def clean_database(self):
         database = self.cleaned_data["database"]
-        validate_pg_name(database)
+        if database:
+            validate_pg_name(database)
         return database
 
     def clean_destination(self):
@@ -73,6 +81,11 @@ class PolicyForm(forms.ModelForm):
 
     def clean(self):
         data = super().clean()
+        tenant = data.get("tenant")
+        if tenant is not None:
+            data["target"], data["database"] = tenant.target, tenant.database_name or tenant.target.dbname
+        elif not self.errors and not (data.get("target") and data.get("database")):
+            raise ValidationError("Choose a tenant, or a target and one of its databases.")
         if data.get("every_hours") and data.get("cron"):
             raise ValidationError("Choose every N hours or a cron expression, not both.")
         return data

@@ -23,7 +23,7 @@ from pglast.parser import ParseError
 
 from console import engines, jobs
 from console.models import Job, Target
-from console.pg import backup as pg_backup
+from console.pg import backup as pg_backup, tenancy
 from console.secrets import driver_message, redact
 from monitors.drills.backups import apply_retention, take_backup
 from monitors.drills.models import Backup, DrillRun
@@ -253,6 +253,8 @@ def _verify(step, run: DrillRun, backup: Backup, scratch: Target, name: str, out
             try:
                 check_smoke_query(query)
                 with engines.connect(scratch, credential="change", database=name, rollback=True) as conn:
+                    if backup.schema:  # as the tenant's application sees its tables
+                        tenancy.bind(conn, schema=backup.schema, tenant_key=tenant_key)
                     rows = pg_backup.run_smoke_query(conn, query)
                 results.append({"query": query, "rows": rows, "error": ""})
             except Exception as exc:

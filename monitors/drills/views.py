@@ -27,8 +27,8 @@ def _sources():
 
 def drill_list(request):
     now = timezone.now()
-    rows = [(policy, policy.status(now)) for policy in BackupPolicy.objects.select_related("target", "scratch")
-            .order_by("target__name", "database")]
+    rows = [(policy, policy.status(now)) for policy in BackupPolicy.objects.select_related("target", "scratch", "tenant")
+            .order_by("target__name", "database", "tenant__slug")]
     context = {"policies": rows, "scratch_targets": Target.objects.filter(role=Target.Role.SCRATCH),
                "sources": _sources(), "jobs": Job.objects.filter(kind__startswith="drills.")[:20],
                "drill_runs": DrillRun.objects.select_related("backup__target", "backup__tenant", "scratch")[:20]}
@@ -47,13 +47,16 @@ def drill_run(request):
         messages.error(request, f"Backup and drill: {why}.")
         return redirect(policy or "drills")
     database = policy.database if policy else target.dbname
-    job = jobs.create("drills.backup_and_drill", user=request.user, target=target, params={"database": database})
-    audit.record(request, "drills.run", job, detail={"target": target.name, "database": database})
+    tenant = policy.tenant if policy else None
+    job = jobs.create("drills.backup_and_drill", user=request.user, target=target, tenant=tenant,
+                      params={"database": database})
+    audit.record(request, "drills.run", job, detail={"target": target.name, "database": database,
+                                                     "tenant": tenant.slug if tenant else ""})
     return redirect(job)
 
 
 def policy_detail(request, policy_id):
-    policy = get_object_or_404(BackupPolicy.objects.select_related("target", "scratch"), pk=policy_id)
+    policy = get_object_or_404(BackupPolicy.objects.select_related("target", "scratch", "tenant"), pk=policy_id)
     runs = Paginator(policy.drill_runs().select_related("backup", "scratch"), 50).get_page(request.GET.get("page"))
     waiting = approvals.pending(policies.RETENTION_APPROVAL, policy)
     context = {"policy": policy, "status": policy.status(), "runs": runs, "approval": waiting,

@@ -106,3 +106,24 @@ def test_it_exports_the_last_verified_backup_rto_rpo_result_and_size_per_databas
     acme = (("database", "demo"), ("target", "demo-primary"), ("tenant", "acme"))
     assert samples[("fleet_backup_last_bytes", acme)] == 77
     assert ("fleet_backup_last_verified_timestamp_seconds", acme) not in samples
+
+
+def test_it_alerts_on_a_tenants_policy_by_the_tenants_backups(policy):
+    from tenants.models import Tenant
+
+    tenant = Tenant.objects.create(slug="acme", name="Acme", target=policy.target, strategy=Tenant.Strategy.SCHEMA)
+    BackupPolicy.objects.create(target=policy.target, database="demo", tenant=tenant)
+    backup(policy, 1, verified=True)  # the whole database's: not the tenant's
+
+    alerts.evaluate([policy.target])
+
+    opened = open_alerts(policy.target)
+    assert "backup_age:demo" not in opened and "verified_backup_age:demo" not in opened
+    assert "there has never been one" in opened["verified_backup_age:tenant:acme"].message
+    assert "of tenant acme" in opened["verified_backup_age:tenant:acme"].message
+
+    Backup.objects.create(target=policy.target, database="demo", schema="tenant_acme", tenant=tenant,
+                          state=Backup.State.DONE, snapshot_at=timezone.now(), verified_at=timezone.now())
+    alerts.evaluate([policy.target])
+
+    assert not {m for m in open_alerts(policy.target) if "tenant:acme" in m}

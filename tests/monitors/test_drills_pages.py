@@ -216,3 +216,42 @@ def test_it_shows_the_tenants_last_passing_drill_on_its_page(policy, client_as):
 
     assert f"Last passing drill: <a href=\"{reverse('drill-run-detail', args=[passed.pk])}\">#{passed.pk}</a>" in page
     assert "12.5 s" in page and f"#{failed.pk}" in page and "amcheck found problems" in page
+
+
+def test_it_makes_a_tenants_policy_whose_target_and_database_are_the_tenants(policy, client_as, demo_targets):
+    from tenants.models import Tenant
+
+    tenant = Tenant.objects.create(slug="acme", name="Acme", target=policy.target, strategy=Tenant.Strategy.SCHEMA,
+                                   state=Tenant.State.ACTIVE)
+    form = {"tenant": tenant.pk, "target": "", "database": "", "every_hours": 6, "cron": "", "keep_count": 2,
+            "keep_days": "", "destination": "", "scratch": "", "smoke_queries": "", "backup_max_age_h": 26,
+            "drill_max_age_h": 168}
+    operator = client_as("operator")
+
+    response = operator.post(reverse("drill-policy-new"), form)
+    again = operator.post(reverse("drill-policy-new"), form)
+
+    made = BackupPolicy.objects.get(tenant=tenant)
+    assert response.status_code == 302 and (made.target, made.database) == (tenant.target, tenant.target.dbname)
+    assert again.status_code == 200 and "already exists" in again.content.decode()
+    assert operator.post(reverse("drill-policy-new"), {**form, "tenant": ""}).status_code == 200  # no target either
+    tenant_run = drill_of(backup_of(made, 2, verified=True, tenant=tenant, schema="tenant_acme"), passed=True)
+    database_run = drill_of(backup_of(policy, 2, verified=True), passed=True)
+    page = client_as("viewer").get(reverse("drill-policy", args=[made.pk])).content.decode()
+    assert f'data-run="{tenant_run.pk}"' in page and f'data-run="{database_run.pk}"' not in page
+    assert "demo-primary/demo tenant acme" in client_as("viewer").get(reverse("drills")).content.decode()
+
+
+def test_it_schedules_a_tenants_policy_as_a_job_for_that_tenant(policy):
+    from monitors.drills import backups
+    from tenants.models import Tenant
+
+    tenant = Tenant.objects.create(slug="acme", name="Acme", target=policy.target, strategy=Tenant.Strategy.SHARED)
+    BackupPolicy.objects.create(target=policy.target, database="demo", tenant=tenant, every_hours=1)
+    BackupPolicy.objects.filter(pk=policy.pk).update(scheduled_at=timezone.now())
+
+    started = backups.schedule_due()
+
+    from console.models import Job
+
+    assert [Job.objects.get(pk=pk).tenant for pk in started] == [tenant]

@@ -11,7 +11,8 @@ from sqlalchemy import text
 from console import engines, jobs
 from console.models import Job
 from console.pg import tenancy
-from monitors.drills.models import Backup, DrillRun
+from console.models import Target
+from monitors.drills.models import Backup, BackupPolicy, DrillRun
 from tests.monitors.test_drills import amcheck_on_scratch, drill_databases  # noqa: F401  (a fixture)
 from tests.tenants.helpers import onboard, unique_slug
 from tests.tenants.test_isolation import _add_documents as add_documents
@@ -23,6 +24,10 @@ APP_ROLE = "fleet_app"
 def backup_dir(settings, tmp_path):
     settings.BACKUP_DIR = str(tmp_path)
     return tmp_path
+
+
+def demo_scratch(primary) -> Target:
+    return Target.objects.get(role=Target.Role.SCRATCH)
 
 
 def tenant_counts(target, tenant) -> dict[str, int]:
@@ -52,6 +57,8 @@ def shared_pair(transactional_db, demo_targets):
 def test_it_backs_up_and_drills_only_the_rows_of_one_shared_tenant(shared_pair, fleet, amcheck_on_scratch,  # noqa: F811
                                                                   backup_dir, run_here):
     primary, a, b = shared_pair
+    policy = BackupPolicy.objects.create(target=primary, database="demo", tenant=a, scratch=demo_scratch(primary),
+                                         smoke_queries=["SELECT title FROM documents"])
 
     backup, job, run = backup_and_drill(run_here, a)
 
@@ -66,6 +73,7 @@ def test_it_backs_up_and_drills_only_the_rows_of_one_shared_tenant(shared_pair, 
     assert restored == counted
     assert run.verification["alembic"]["tenant_shared"] == backup.manifest["alembic"]["tenant_shared"] != []
     assert "rows of tenant" in next(s["note"] for s in run.steps if s["name"] == "restore")
+    assert backup.policy == policy and run.verification["smoke"][0]["rows"] == 3  # as the tenant sees it
     assert drill_databases(fleet) == []
 
 
