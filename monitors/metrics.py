@@ -8,6 +8,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from console.models import Target
 from monitors import pools
 from monitors.drills import metrics as drill_metrics
+from monitors.drills import physical_metrics
 from monitors.models import Alert, SamplerHealth, SlowStatement, TargetState
 
 
@@ -73,3 +74,4 @@ def families():
     yield alerts
 
     yield from drill_metrics.families(names)
+    yield from physical_metrics.families(names)

@@ -14,7 +14,7 @@ from console import engines, jobs
 from console.models import Job
 from console.pg import heartbeat, pgbackrest, pitr_server
 from monitors import alerts
-from monitors.drills import pitr, pitr_alerts
+from monitors.drills import physical_metrics, pitr, pitr_alerts
 from monitors.drills.physical import PhysicalBackup, PhysicalBackupPolicy, PitrDrillRun
 from monitors.models import Alert
 from tests import servers
@@ -124,6 +124,10 @@ def test_it_restores_a_moment_between_two_writes_with_the_first_and_not_the_seco
     assert run.rto_s == (run.verified_at - run.started_at).total_seconds() > 0
     assert run.progress_pct() == 100.0 and run.lsn_replayed
     assert run.removed_at is not None and leftovers(drill_dir) == [] and drill_servers(drill_dir) == []
+    exported = {f.name: f.samples for f in physical_metrics.families({policy.target.pk: "demo-primary"})}
+    assert [(x.labels, x.value) for x in exported["fleet_pitr_drill_last_rpo_seconds"]] == [
+        ({"target": "demo-primary"}, run.rpo_s)]
+    assert [x.value for x in exported["fleet_pitr_drill_last_passed"]] == [1]
 
 
 def test_it_fails_a_drill_over_a_missing_wal_segment_clearly_and_leaves_nothing(transactional_db, fleet, policy, marks,
@@ -221,7 +225,8 @@ def test_it_raises_the_alert_when_archiving_fails_and_closes_it_when_it_works_ag
         finally:
             conn.execute("ALTER SYSTEM RESET archive_command")
             conn.execute("SELECT pg_reload_conf()")
-        assert conn.execute("SELECT current_setting('archive_command')").fetchone()[0] == good
+        wait_until(lambda: conn.execute("SELECT current_setting('archive_command')").fetchone()[0] == good, 30,
+                   "the archive_command of the fleet to be back")  # the reload is asynchronous
         wait_until(lambda: conn.execute("SELECT last_archived_time > last_failed_time FROM pg_stat_archiver").fetchone()[0],
                    60, "archiving to work again")
 
