@@ -31,6 +31,7 @@ urlpatterns = [
     path("drills/", drill_views.drill_list, name="drills"),
     path("drills/run/", drill_views.drill_run, name="drill-run"),
     path("drills/backups/", drill_views.backup_list, name="drill-backups"),
+    path("drills/backups/<int:backup_id>/drill/", drill_views.backup_drill, name="drill-backup"),
     path("drills/policies/new/", drill_views.policy_form, name="drill-policy-new"),
     path("drills/policies/<int:policy_id>/", drill_views.policy_detail, name="drill-policy"),
     path("drills/policies/<int:policy_id>/edit/", drill_views.policy_form, name="drill-policy-edit"),

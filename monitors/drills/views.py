@@ -55,6 +55,24 @@ def drill_run(request):
     return redirect(job)
 
 
+@require_POST
+@action("drills.drill_backup", OPERATOR)
+def backup_drill(request, backup_id):
+    """Drill this backup (not the latest): restored and verified on a scratch server."""
+    backup = get_object_or_404(Backup.objects.select_related("target", "tenant", "policy"), pk=backup_id)
+    back = backup.policy or "drill-backups"
+    if backup.state != Backup.State.DONE or not Target.objects.filter(role=Target.Role.SCRATCH).exists():
+        why = (f"backup #{backup.pk} is {backup.get_state_display().lower()}, it cannot be restored"
+               if backup.state != Backup.State.DONE else "no scratch server to restore into")
+        audit.record(request, "drills.drill_backup", backup, outcome="failed", detail={"why": why})
+        messages.error(request, f"Drill: {why}.")
+        return redirect(back)
+    job = jobs.create("drills.drill", user=request.user, target=backup.target, tenant=backup.tenant,
+                      params={"backup_id": backup.pk})
+    audit.record(request, "drills.drill_backup", job, detail={"backup": backup.pk, "target": backup.target.name})
+    return redirect(job)
+
+
 def policy_detail(request, policy_id):
     policy = get_object_or_404(BackupPolicy.objects.select_related("target", "scratch", "tenant"), pk=policy_id)
     runs = Paginator(policy.drill_runs().select_related("backup", "scratch"), 50).get_page(request.GET.get("page"))

@@ -94,6 +94,7 @@ def _action_requests(subjects):
         "migrations.rollout_control": ("post", "/migrations/rollouts/999999/pause/", {}),
         "drills.run": ("post", "/drills/run/", {"target": ""}),
         "drills.policy_save": ("post", "/drills/policies/new/", {"target": ""}),
+        "drills.drill_backup": ("post", "/drills/backups/999999/drill/", {}),
     }
 
 
@@ -109,7 +110,7 @@ EXPECTED_ROLE = {
     "migrations.change_create": "operator", "migrations.change_override": "operator",
     "migrations.stage_request": "operator", "migrations.rollout_request": "operator",
     "migrations.rollout_control": "operator",
-    "drills.run": "operator", "drills.policy_save": "operator",
+    "drills.run": "operator", "drills.policy_save": "operator", "drills.drill_backup": "operator",
 }
 
 

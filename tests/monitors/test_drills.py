@@ -388,3 +388,24 @@ def test_it_keeps_the_backups_of_the_last_n_days_and_removes_older_ones_once_a_n
 
     assert sorted(removed) == sorted([old_verified.pk, old_unverified.pk])
     assert set(Backup.restorable().values_list("pk", flat=True)) == {recent_verified.pk, recent.pk}
+
+
+def test_it_drills_a_chosen_older_backup_from_its_button(transactional_db, fleet, policy, run_here, client_as):
+    older = backup_now(run_here, policy)
+    latest = backup_now(run_here, policy)
+    page = client_as("viewer").get(f"/drills/policies/{policy.pk}/").content.decode()
+    assert "Drill this backup" not in page
+    operator = client_as("operator")
+    assert f"/drills/backups/{older.pk}/drill/" in operator.get("/drills/backups/").content.decode()
+
+    response = operator.post(f"/drills/backups/{older.pk}/drill/")
+
+    job = Job.objects.get(kind="drills.drill")
+    assert response.status_code == 302 and response["Location"] == job.get_absolute_url()
+    job = run_here(job)
+    run = DrillRun.objects.get(job=job)
+    assert job.state == Job.State.SUCCEEDED, run.reason
+    assert run.backup == older != latest and run.passed is True
+    Backup.objects.filter(pk=latest.pk).update(state=Backup.State.FAILED)
+    refused = operator.post(f"/drills/backups/{latest.pk}/drill/")
+    assert refused.status_code == 302 and Job.objects.filter(kind="drills.drill").count() == 1
