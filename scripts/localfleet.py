@@ -255,10 +255,12 @@ def ensure_archiving(fleet: Fleet) -> None:
             handle.write(LOCAL_HBA)
         _psql(fleet, "primary", "SELECT pg_reload_conf()")
     wanted = archiving_settings(fleet)
-    current = {name: _psql(fleet, "primary", f"SELECT current_setting('{name}')") for name in wanted}
+    # A list setting set by ALTER SYSTEM reads back with its element quoted ("/path").
+    current = {name: _psql(fleet, "primary", f"SELECT current_setting('{name}')").strip('"') for name in wanted}
     if current != wanted:
         for name, value in wanted.items():
-            _psql(fleet, "primary", f"ALTER SYSTEM SET {name} = '{value}'")
+            if current[name] != value:
+                _psql(fleet, "primary", f"ALTER SYSTEM SET {name} = '{value}'")
         _pg_stop(fleet, "primary")
         _pg_start(fleet, "primary")
         log("primary: WAL archiving with pgbackrest archive-push turned on")
