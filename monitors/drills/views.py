@@ -133,7 +133,8 @@ def backup_list(request):
 @action("drills.policy_save", OPERATOR)
 def policy_form(request, policy_id=None):
     policy = get_object_or_404(BackupPolicy, pk=policy_id) if policy_id else None
-    form = PolicyForm(request.POST or None, instance=policy)
+    initial = {} if policy else {"tenant": request.GET.get("tenant")}  # from the tenant page's link
+    form = PolicyForm(request.POST or None, instance=policy, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
             saved, approval = policies.save(form, request)

@@ -4,7 +4,7 @@ passing drill (the tenant page includes it)."""
 from django import template
 from django.utils import timezone
 
-from monitors.drills.models import DrillRun
+from monitors.drills.models import BackupPolicy, DrillRun
 
 register = template.Library()
 
@@ -36,8 +36,9 @@ def duration_s(value) -> str:
     return f"{hours} h {minutes} min" if hours < 48 else f"{hours // 24} d {hours % 24} h"
 
 
-@register.inclusion_tag("monitors/_tenant_drill.html")
-def tenant_drill(tenant):
+@register.inclusion_tag("monitors/_tenant_drill.html", takes_context=True)
+def tenant_drill(context, tenant):
     runs = DrillRun.objects.filter(backup__tenant=tenant).select_related("backup")
-    return {"tenant": tenant, "last_passed": runs.filter(passed=True).order_by("-verified_at", "-id").first(),
-            "last_run": runs.order_by("-created_at", "-id").first()}
+    return {"user_roles": context.get("user_roles", ()), "tenant": tenant, "last_passed": runs.filter(passed=True).order_by("-verified_at", "-id").first(),
+            "last_run": runs.order_by("-created_at", "-id").first(),
+            "policy": BackupPolicy.objects.filter(tenant=tenant).first()}

@@ -64,3 +64,29 @@ def test_it_runs_a_drill_from_the_policy_page_and_shows_its_steps_live(page, use
     page.screenshot(path=str(artifacts / "drill-policy-retention-asked.png"), full_page=True)
     page.goto(f"/drills/policies/{policy.pk}/edit/")
     page.screenshot(path=str(artifacts / "drill-policy-form.png"), full_page=True)
+
+
+def test_it_shows_a_tenants_last_passing_drill_on_the_tenant_page(page, users, demo_targets, artifacts):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from monitors.drills.models import Backup
+    from tenants.models import Tenant
+
+    tenant = Tenant.objects.create(slug="acme", name="Acme", target=demo_targets["demo-primary"],
+                                   strategy=Tenant.Strategy.SHARED, state=Tenant.State.ACTIVE)
+    taken = timezone.now() - timedelta(hours=3)
+    backup = Backup.objects.create(target=tenant.target, database="demo", schema="tenant_shared", tenant=tenant,
+                                   state=Backup.State.DONE, snapshot_at=taken, verified_at=taken + timedelta(minutes=1))
+    run = DrillRun.objects.create(backup=backup, started_at=taken + timedelta(seconds=30), passed=True, rto_s=12.5,
+                                  rpo_s=30.0, verified_at=taken + timedelta(seconds=42), finished_at=taken + timedelta(seconds=43))
+    login(page, "operator")
+
+    page.goto(f"/tenants/{tenant.pk}/")
+
+    expect(page.locator("#tenant-drill")).to_contain_text(f"Last passing drill: #{run.pk}")
+    expect(page.locator("#tenant-drill")).to_contain_text("RTO 12.5 s")
+    expect(page.locator("#tenant-drill a:has-text('add one')")).to_be_visible()
+    page.locator("#tenant-drill").scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "drill-tenant.png"), full_page=True)

@@ -205,7 +205,8 @@ def test_it_raises_retention_without_an_approval(policy, client_as):
 def test_it_shows_the_tenants_last_passing_drill_on_its_page(policy, client_as):
     from tenants.models import Tenant
 
-    tenant = Tenant.objects.create(slug="acme", name="Acme", target=policy.target, strategy=Tenant.Strategy.SCHEMA)
+    tenant = Tenant.objects.create(slug="acme", name="Acme", target=policy.target, strategy=Tenant.Strategy.SCHEMA,
+                                   state=Tenant.State.ACTIVE)
     url = reverse("tenant-detail", args=[tenant.pk])
     assert "No passing restore drill of this tenant yet" in client_as("viewer").get(url).content.decode()
     backup = backup_of(policy, 2, verified=True, tenant=tenant, schema="tenant_acme")
@@ -216,6 +217,11 @@ def test_it_shows_the_tenants_last_passing_drill_on_its_page(policy, client_as):
 
     assert f"Last passing drill: <a href=\"{reverse('drill-run-detail', args=[passed.pk])}\">#{passed.pk}</a>" in page
     assert "12.5 s" in page and f"#{failed.pk}" in page and "amcheck found problems" in page
+    assert "add one" not in page  # a viewer
+    operator_page = client_as("operator").get(url).content.decode()
+    assert f"{reverse('drill-policy-new')}?tenant={tenant.pk}" in operator_page
+    form = client_as("operator").get(f"{reverse('drill-policy-new')}?tenant={tenant.pk}").content.decode()
+    assert f'<option value="{tenant.pk}" selected>' in form
 
 
 def test_it_makes_a_tenants_policy_whose_target_and_database_are_the_tenants(policy, client_as, demo_targets):
