@@ -44,12 +44,22 @@ class Backfill(models.Model):
     throttle_reason = models.TextField(blank=True, help_text="Why it last held off, if it ever did.")
     throttled_at = models.DateTimeField(null=True, blank=True)
     throttles = models.PositiveIntegerField(default=0)
+    # [unix seconds, rows done] after each batch, the last RATE_SAMPLES of them: the rate chart.
+    rate_samples = models.JSONField(default=list, blank=True)
+
+    RATE_SAMPLES = 500
 
     class Meta:
         ordering = ["-created_at", "-id"]
 
     def __str__(self):
         return f"{self.schema}.{self.table}.{self.set_column} on {self.target}"
+
+    def rates(self) -> list[tuple[float, float]]:
+        """(unix seconds, rows per second since the sample before) for each sample but the first."""
+        points = self.rate_samples or []
+        return [(t, (rows - rows_before) / (t - t_before)) for (t_before, rows_before), (t, rows)
+                in zip(points, points[1:]) if t > t_before]
 
     def get_absolute_url(self):
         return reverse("backfill-detail", args=[self.pk])

@@ -5,7 +5,8 @@ indicators (replica lag of the target's standbys, sessions waiting on locks, vac
 table) may say Stop, and then the job throttles (queued again, no worker held, the reason on its
 page) instead of failing; each batch is one short transaction on the target that also moves the
 backfill's progress row there (console/pg/backfill.py), so a batch is never applied twice, then
-a checkpoint in the console DB; the batch size steers towards `batch_target_ms`.
+a checkpoint in the console DB; the batch size steers towards `batch_target_ms`, and after each
+batch it rests BACKFILL_REST_RATIO of the batch's time, so writers on the table get it to themselves.
 """
 
 from __future__ import annotations
@@ -167,10 +168,13 @@ class _Run:
                                f"backfill batch of {size} keys after {after}")
 
     def checkpoint(self, batch: pg.Batch, done: int, size_used: int, elapsed_ms: float, next_size: int) -> None:
+        samples = [*self.backfill.rate_samples, [time.time(), done]][-Backfill.RATE_SAMPLES:]
+
         def record():
             Backfill.objects.filter(pk=self.backfill.pk).update(
                 rows_done=done, last_pk=batch.upto, batches=F("batches") + 1, batch_size=size_used,
-                last_batch_ms=elapsed_ms)
+                last_batch_ms=elapsed_ms, rate_samples=samples)
+            self.backfill.rate_samples = samples
 
         self.ctx.run_unit(record, done, {"after": batch.upto, "batch_size": next_size})
 
@@ -178,6 +182,12 @@ class _Run:
         self._on_target(lambda conn: pg.forget_progress(conn, self.spec.key), "backfill end")
         Backfill.objects.filter(pk=self.backfill.pk).update(rows_done=done)
         return {"rows": done, "table": f"{self.spec.schema}.{self.spec.table}", "column": self.spec.column}
+
+
+def rest(batch_ms: float) -> None:
+    """Leave the table to the application for a while in proportion to the batch just done."""
+    if settings.BACKFILL_REST_RATIO > 0:
+        time.sleep(batch_ms / 1000 * settings.BACKFILL_REST_RATIO)
 
 
 def run_backfill(ctx: JobContext, backfill: Backfill) -> dict:
@@ -197,5 +207,6 @@ def run_backfill(ctx: JobContext, backfill: Backfill) -> dict:
         after, size = batch.upto, next_size
         ctx.raise_if_stopped()
         run.hold_off_if_unhealthy(batch.waiters)
+        rest(elapsed_ms)
     ctx.log(f"every key done: {done} rows set")
     return run.finish(done)

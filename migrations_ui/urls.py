@@ -17,6 +17,7 @@ urlpatterns = [
     path("backfills/", views.backfill_list, name="backfills"),
     path("backfills/run/", views.backfill_run, name="backfill-run"),
     path("backfills/<int:pk>/", views.backfill_detail, name="backfill-detail"),
+    path("backfills/<int:pk>/rate/", views.backfill_series, name="backfill-series"),
     *(path(f"backfills/<int:pk>/{verb}/", views.backfill_control, {"verb": verb}, name=f"backfill-{verb}")
       for verb in ("pause", "resume", "cancel")),
 ]

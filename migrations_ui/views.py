@@ -2,7 +2,11 @@ from django.conf import settings
 from django.db.models import Q
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404
+from datetime import datetime
+from datetime import timezone as dt_timezone
+
+from django.http import Http404, JsonResponse
+from django.utils import timezone
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
@@ -12,12 +16,15 @@ from console.models import Job, Target
 from console.roles import OPERATOR, action
 from console.validators import validate_pg_name
 from migrations_ui import changes, plans, rollouts, services
+from monitors import charts
+from monitors.panels import WINDOWS
 from migrations_ui.forms import BackfillForm, ChangeForm
 from migrations_ui.models import Backfill, Change, Rollout
 from tenants import migrator, onboarding
 from tenants.forms import MigrateForm
 from tenants.models import Tenant
 
+RATE_STEP_S = 5.0  # longer than any batch and its rest: a silence of two steps is a pause or a throttle
 APP_PLAN_SCHEMA = "tenant"  # the version table's schema in the rendered SQL: any tenant's
 
 
@@ -87,13 +94,28 @@ def backfill_run(request):
 
 def backfill_detail(request, pk):
     backfill = get_object_or_404(Backfill.objects.select_related("target", "job", "requested_by"), pk=pk)
-    context = {"backfill": backfill, "job": backfill.job, "statement": backfill.spec().render()}
+    context = {"backfill": backfill, "job": backfill.job, "statement": backfill.spec().render(),
+               "rest_percent": round(settings.BACKFILL_REST_RATIO * 100)}
     if request.htmx:
         response = render(request, "migrations_ui/backfill_detail.html#backfill-progress", context)
         if not backfill.is_live:
             response.status_code = HttpResponseStopPolling.status_code
         return response
     return render(request, "migrations_ui/backfill_detail.html", context)
+
+
+def backfill_series(request, pk):
+    """The backfill's rows per second after each batch, for static/charts.js; a pause or a
+    throttled wait of more than two steps is a gap."""
+    backfill = get_object_or_404(Backfill.objects.select_related("job"), pk=pk)
+    window = request.GET.get("window") if request.GET.get("window") in WINDOWS else "1h"
+    # The window, cut to the backfill's own life: a short one fills the chart.
+    now = timezone.now() if backfill.is_live or not backfill.job else (backfill.job.finished_at or timezone.now())
+    since = max(now - WINDOWS[window], backfill.created_at)
+    rows = [(datetime.fromtimestamp(t, tz=dt_timezone.utc), "rate", rate) for t, rate in backfill.rates()
+            if t >= since.timestamp()]
+    data = charts.columns(rows, ["rate"], RATE_STEP_S, since, now, "rows/s", ["rows per second"])
+    return JsonResponse({"name": "backfill-rate", "window": window, **data})
 
 
 @require_POST

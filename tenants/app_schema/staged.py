@@ -36,7 +36,7 @@ DEFAULTS = {  # used when Django's settings are not configured (the alembic comm
     "DDL_LOCK_RETRIES": 5,
     "DDL_LOCK_BACKOFF_S": 0.5,
     "STAGED_BACKFILL_BATCH_ROWS": 1000,
-    "STAGED_BACKFILL_PAUSE_RATIO": 0.5,  # rest this fraction of each batch's time before the next
+    "BACKFILL_REST_RATIO": 0.3,  # rest this fraction of each batch's time before the next
 }
 
 
@@ -130,7 +130,7 @@ def _backfill(conn, spec) -> int:
     autocommit), over rows still NULL; a rest after each batch in proportion to its time."""
     first = pg_backfill.first_key(conn, spec)
     after, size, rows = first, int(setting("STAGED_BACKFILL_BATCH_ROWS")), 0
-    pause_ratio = float(setting("STAGED_BACKFILL_PAUSE_RATIO"))
+    pause_ratio = float(setting("BACKFILL_REST_RATIO"))
     while after is not None:
         started = time.perf_counter()
 

@@ -352,6 +352,12 @@ def test_it_runs_a_backfill_from_its_page_and_shows_it_live(page, users, fleet, 
     page.click("button:has-text('Resume')")
     expect(page.locator("#backfill-state")).to_have_text("Succeeded", timeout=60_000)
     expect(page.locator("#backfill-rows")).to_contain_text("90000 of 90000 (100%)")
+    page.reload()  # the rate chart (uPlot), drawn from the rows per second after each batch
+    expect(page.locator("#chart-backfill-rate .chart-plot canvas")).to_have_count(1)
+    expect(page.locator("#chart-backfill-rate")).not_to_have_attribute("data-samples", "0")
+    rate = page.request.get(page.url + "rate/?window=15m").json()
+    assert rate["unit"] == "rows/s" and rate["series"][0]["label"] == "rows per second"
+    assert len(rate["t"]) >= 2 and max(v for v in rate["series"][0]["values"] if v is not None) > 0
     page.screenshot(path=str(artifacts / "backfill-done.png"), full_page=True)
     page.click("text=All backfills")
     expect(page.locator("#backfills")).to_contain_text(name)
