@@ -73,6 +73,20 @@ def runner(kind: str):
     return decorator
 
 
+# What a job works on, for its page: functions job -> [(label, url)], registered by the apps
+# that make such jobs (a drill's run page, a rollout's grid, a backfill's page).
+SUBJECT_LINKS: list[Callable[[Job], list[tuple[str, str]]]] = []
+
+
+def subject_links(func):
+    SUBJECT_LINKS.append(func)
+    return func
+
+
+def subjects_of(job: Job) -> list[tuple[str, str]]:
+    return [link for links in SUBJECT_LINKS for link in links(job)]
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 

@@ -10,6 +10,7 @@ class MonitorsConfig(AppConfig):
         from console import engines, metrics
         from monitors import metrics as monitor_metrics
         from monitors import pools, slow
+        from monitors.drills import links  # noqa: F401  (the job page's links to drill runs and backups)
 
         engines.slow_statement_sink = slow.record
         metrics.register_families(monitor_metrics.families)

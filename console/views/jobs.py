@@ -68,7 +68,8 @@ def job_rows(request):
 
 def job_detail(request, job_id):
     job = get_object_or_404(Job.objects.select_related("target", "tenant", "requested_by"), pk=job_id)
-    context = {"job": job, "log_lines": job.log_tail(), "retry_in_s": _seconds_until(job.not_before)}
+    context = {"job": job, "log_lines": job.log_tail(), "retry_in_s": _seconds_until(job.not_before),
+               "subjects": jobs.subjects_of(job)}
     if request.htmx and request.GET.get("fragment") == "progress":
         response = render(request, "console/job_detail.html#job-progress", context)
         if job.is_finished:

@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from console import jobs
@@ -187,7 +188,7 @@ def test_it_drops_the_scratch_database_when_the_drill_is_cancelled(transactional
     assert drill_databases(fleet) == [] and run.dropped_at is not None
 
 
-def test_it_backs_up_and_drills_on_the_worker(transactional_db, fleet, policy, live_worker):
+def test_it_backs_up_and_drills_on_the_worker(transactional_db, fleet, policy, live_worker, client_as):
     job = jobs.create("drills.backup_and_drill", target=policy.target, params={"database": "demo"})
 
     job = jobs.wait_for(job.pk, timeout_s=120)
@@ -197,6 +198,10 @@ def test_it_backs_up_and_drills_on_the_worker(transactional_db, fleet, policy, l
     assert run.passed is True and run.backup.job_id == job.pk and run.backup.verified_at is not None
     assert job.result["drill_run_id"] == run.pk and job.result["backup_id"] == run.backup_id
     assert drill_databases(fleet) == []
+    # The job's page links to the run it made (and the backup).
+    page = client_as("viewer").get(job.get_absolute_url()).content.decode()
+    assert f'href="{reverse("drill-run-detail", args=[run.pk])}">Drill run #{run.pk}</a>' in page
+    assert f"Backup #{run.backup_id} of demo" in page
 
 
 def test_it_sweeps_drill_databases_of_finished_or_dead_jobs_only(db, fleet, demo_targets):
