@@ -386,5 +386,5 @@ BACKFILL_MAX_LOCK_WAITERS = envint("BACKFILL_MAX_LOCK_WAITERS", 2)
 BACKFILL_THROTTLE_RETRY_S = envfloat("BACKFILL_THROTTLE_RETRY_S", 5.0)
 # After each batch the backfill rests this fraction of the batch's time: the application's writers
 # get the table (and the server) to themselves that long. 0 runs the batches back to back.
-BACKFILL_REST_RATIO = envfloat("BACKFILL_REST_RATIO", 0.3)
+BACKFILL_REST_RATIO = envfloat("BACKFILL_REST_RATIO", 0.4)
 BACKFILL_STATEMENT_TIMEOUT_MS = envint("BACKFILL_STATEMENT_TIMEOUT_MS", 30000)

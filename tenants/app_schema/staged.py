@@ -36,7 +36,7 @@ DEFAULTS = {  # used when Django's settings are not configured (the alembic comm
     "DDL_LOCK_RETRIES": 5,
     "DDL_LOCK_BACKOFF_S": 0.5,
     "STAGED_BACKFILL_BATCH_ROWS": 1000,
-    "BACKFILL_REST_RATIO": 0.3,  # rest this fraction of each batch's time before the next
+    "BACKFILL_REST_RATIO": 0.4,  # rest this fraction of each batch's time before the next
 }
 
 
