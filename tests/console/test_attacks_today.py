@@ -397,3 +397,37 @@ def test_it_refuses_a_hostile_rollout_request_clearly_recording_nothing(stage, d
     assert response.status_code == 302 and response["Location"] == reverse("staged-change", args=[STATUS])
     assert "not requested" in _messages(response)
     assert not Rollout.objects.exists() and not Approval.objects.exists()
+
+
+# Numbers the form takes that the pages and retention cannot ---------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="attack finding 4")
+def test_it_keeps_the_drills_pages_up_for_a_policy_every_huge_number_of_hours(demo_targets, client_as, tmp_path):
+    form = _policy_form(demo_targets, tmp_path, cron="", every_hours="2147483647")
+    saved = client_as("operator").post(reverse("drill-policy-new"), form)
+    if saved.status_code == 302:  # taken: its first scheduled run happens, then the pages must still show it
+        policy = BackupPolicy.objects.get()
+        BackupPolicy.objects.filter(pk=policy.pk).update(scheduled_at=timezone.now())
+        assert client_as("viewer").get(reverse("drills")).status_code == 200
+        assert client_as("viewer").get(reverse("drill-policy", args=[policy.pk])).status_code == 200
+    else:
+        assert saved.status_code == 200 and "errorlist" in saved.content.decode()
+
+
+@pytest.mark.xfail(strict=True, reason="attack finding 4")
+def test_it_applies_retention_of_a_policy_keeping_a_huge_number_of_days(demo_targets, client_as, tmp_path):
+    from monitors.drills import backups
+    from monitors.drills.models import Backup
+
+    saved = client_as("operator").post(reverse("drill-policy-new"), _policy_form(demo_targets, tmp_path,
+                                                                                 keep_count="", keep_days="1000000"))
+    if saved.status_code != 302:
+        assert "errorlist" in saved.content.decode()
+        return
+    policy = BackupPolicy.objects.get()
+    for hours_ago in (48, 24):
+        Backup.objects.create(policy=policy, target=policy.target, database="demo", state=Backup.State.DONE,
+                              snapshot_at=timezone.now() - timedelta(hours=hours_ago), verified_at=timezone.now())
+
+    assert backups.apply_retention(policy) == []  # the backup job calls this after every backup
