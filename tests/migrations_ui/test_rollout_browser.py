@@ -93,6 +93,10 @@ def test_it_rolls_a_staged_not_null_change_out_stage_by_stage(page, users, demo_
         page.goto(reverse("migrations"))
         expect(page.locator("[data-change='documents_status_add_not_null_column']")).to_contain_text("contract: 4")
         page.screenshot(path=str(artifacts / "migrations-after-rollout.png"), full_page=True)
+        page.set_viewport_size({"width": 390, "height": 844})  # the grid scrolls inside its card
+        page.goto(url)
+        assert page.evaluate("document.documentElement.scrollWidth") == 390
+        page.screenshot(path=str(artifacts / "rollout-narrow.png"), full_page=True)
     finally:
         with superuser(fleet) as conn:
             for tenant in tenants:
