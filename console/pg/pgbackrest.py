@@ -70,15 +70,46 @@ def said(output: str) -> str:
     return "\n".join(wanted or lines[-5:])[:2000]
 
 
-def run(stanza: Stanza, verb: str, *options: str, timeout_s: float | None = None) -> subprocess.CompletedProcess:
-    args = command(stanza, verb, *options)
-    timeout_s = timeout_s or settings.PGBACKREST_TIMEOUT_S
+class Stopped(Exception):
+    """`stop()` said to stop: the tool was killed (its whole process group)."""
+
+
+def run_tool(args: list[str], timeout_s: float, stop=None, what: str = "") -> subprocess.CompletedProcess:
+    """args run to the end, or killed with its process group at the timeout or as soon as
+    `stop()` returns true (polled every half second; it may raise instead, e.g. a job's
+    raise_if_stopped)."""
+    import signal
+    import time
+
+    what = what or os.path.basename(args[0])
     try:
-        result = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        raise PgBackRestFailed(f"pgbackrest {verb} did not finish within {timeout_s:g} s") from None
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     except OSError as exc:
-        raise PgBackRestFailed(f"pgbackrest could not be started ({exc}): is the pgbackrest package installed?") from None
+        raise PgBackRestFailed(f"{what} could not be started ({exc}): is it installed?") from None
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                stdout, stderr = proc.communicate(timeout=0.5)
+                return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
+            except subprocess.TimeoutExpired:
+                pass
+            if time.monotonic() > deadline:
+                raise PgBackRestFailed(f"{what} did not finish within {timeout_s:g} s")
+            if stop is not None and stop():
+                raise Stopped(f"{what} stopped")
+    finally:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            proc.communicate()
+
+
+def run(stanza: Stanza, verb: str, *options: str, timeout_s: float | None = None, stop=None) -> subprocess.CompletedProcess:
+    timeout_s = timeout_s or settings.PGBACKREST_TIMEOUT_S
+    result = run_tool(command(stanza, verb, *options), timeout_s, stop, what=f"pgbackrest {verb}")
     result.stdout, result.stderr = redact(result.stdout), redact(result.stderr)
     if result.returncode != 0:
         message = said(result.stderr + "\n" + result.stdout) or f"exit status {result.returncode}"
@@ -90,7 +121,7 @@ def run(stanza: Stanza, verb: str, *options: str, timeout_s: float | None = None
 
 
 def backup(stanza: Stanza, kind: str, *, retention_full: int | None = None, retention_diff: int | None = None,
-           timeout_s: float | None = None) -> None:
+           timeout_s: float | None = None, stop=None) -> None:
     """One backup; pgBackRest expires what its retention options no longer keep right after it."""
     if kind not in BACKUP_TYPES:
         raise ValueError(f"a pgBackRest backup type is one of {', '.join(BACKUP_TYPES)}, not {kind!r}")
@@ -99,7 +130,7 @@ def backup(stanza: Stanza, kind: str, *, retention_full: int | None = None, rete
         options += ["--repo1-retention-full-type=count", f"--repo1-retention-full={int(retention_full)}"]
     if retention_diff:
         options.append(f"--repo1-retention-diff={int(retention_diff)}")
-    run(stanza, "backup", *options, timeout_s=timeout_s)
+    run(stanza, "backup", *options, timeout_s=timeout_s, stop=stop)
 
 
 def check(stanza: Stanza, timeout_s: float | None = None) -> None:
@@ -189,7 +220,7 @@ def info(stanza: Stanza) -> StanzaInfo:
 
 
 def restore(stanza: Stanza, data_dir: Path, target: datetime, *, backup_label: str | None = None,
-            timeout_s: float | None = None) -> None:
+            timeout_s: float | None = None, stop=None) -> None:
     """Restore into `data_dir` (empty, owned by the stanza's user), recovering to `target` and
     pausing there (recovery_target_action=pause): a hot standby a drill can look at."""
     if target.tzinfo is None:
@@ -200,7 +231,7 @@ def restore(stanza: Stanza, data_dir: Path, target: datetime, *, backup_label: s
                "--target-action=pause", f"--process-max={settings.PITR_RESTORE_PROCESSES}"]
     if backup_label:
         options.append(f"--set={backup_label}")
-    run(stanza, "restore", *options, timeout_s=timeout_s)
+    run(stanza, "restore", *options, timeout_s=timeout_s, stop=stop)
 
 
 def wal_segment(name: str) -> bool:

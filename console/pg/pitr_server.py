@@ -27,7 +27,7 @@ import psycopg
 from django.conf import settings
 from psycopg import sql
 
-from console.pg.pgbackrest import as_user
+from console.pg.pgbackrest import PgBackRestFailed, as_user, run_tool
 
 MARKER = "fleet-console-pitr-drill"
 RUN_DIR = re.compile(r"^run-(\d+)$")
@@ -246,16 +246,16 @@ def remove(root: Path, user: str | None = None) -> None:
                        capture_output=True, timeout=600)
 
 
-def pg_amcheck(server: DrillServer, *, jobs: int, timeout_s: float) -> list[str]:
+def pg_amcheck(server: DrillServer, *, jobs: int, timeout_s: float, stop=None) -> list[str]:
     """pg_amcheck --heapallindexed over every database of the copy, amcheck installed where it is
     missing (the copy is the drill's own); the problems it reported (none: clean)."""
     args = [settings.BACKUP_PG_AMCHECK, "--heapallindexed", "--install-missing", "--all", f"--jobs={jobs}",
             "--no-password", "--host", str(server.root), "--port", str(server.port),
             "--username", settings.PITR_SUPERUSER]
     try:
-        result = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return [f"pg_amcheck did not finish within {timeout_s:g} s"]
+        result = run_tool(args, timeout_s, stop, what="pg_amcheck")
+    except PgBackRestFailed as exc:  # its timeout: a problem of the check, said as one
+        return [str(exc)]
     lines = [line.strip() for line in (result.stdout + "\n" + result.stderr).splitlines() if line.strip()]
     if result.returncode != 0 and not lines:
         lines = [f"pg_amcheck exited with status {result.returncode}"]

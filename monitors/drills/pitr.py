@@ -86,7 +86,7 @@ def run_backup(ctx: jobs.JobContext) -> dict:
                 f"{f', {policy.retention_diff} diff' if policy.retention_diff else ''})")
         started = time.monotonic()
         pgbackrest.backup(policy.stanza_ref(), kind, retention_full=policy.retention_full,
-                          retention_diff=policy.retention_diff)
+                          retention_diff=policy.retention_diff, stop=lambda: ctx.raise_if_stopped() or False)
         info = sync_backups(policy)
         newest = info.newest()
         label = newest.label if newest else ""
@@ -192,6 +192,10 @@ def _run_steps(ctx, step, run: PitrDrillRun, policy: PhysicalBackupPolicy, serve
                outcome: dict) -> None:
     stanza = policy.stanza_ref()
 
+    def stopped():  # a cancel or pause stops the restore and pg_amcheck at once, not when they end
+        ctx.raise_if_stopped()
+        return False
+
     def archive_check():
         try:
             pgbackrest.check(stanza, timeout_s=settings.PGBACKREST_INFO_TIMEOUT_S * 4)
@@ -218,7 +222,7 @@ def _run_steps(ctx, step, run: PitrDrillRun, policy: PhysicalBackupPolicy, serve
     def restore():
         server.prepare(run.pk)
         try:
-            pgbackrest.restore(stanza, server.data_dir, moment, backup_label=run.backup_label)
+            pgbackrest.restore(stanza, server.data_dir, moment, backup_label=run.backup_label, stop=stopped)
         except pgbackrest.PgBackRestFailed as exc:
             raise DrillFailed(f"The restore failed: {exc}") from exc
         return f"into {server.data_dir}"
@@ -245,7 +249,8 @@ def _run_steps(ctx, step, run: PitrDrillRun, policy: PhysicalBackupPolicy, serve
     step("promote", lambda: server.promote() or "recovery ended at the target: the copy is writable, amcheck can be installed")
 
     def amcheck():
-        problems = pitr_server.pg_amcheck(server, jobs=settings.BACKUP_JOBS, timeout_s=settings.BACKUP_TOOL_TIMEOUT_S)
+        problems = pitr_server.pg_amcheck(server, jobs=settings.BACKUP_JOBS, timeout_s=settings.BACKUP_TOOL_TIMEOUT_S,
+                                          stop=stopped)
         outcome.setdefault("verification", {})["amcheck"] = problems or ["no problems found"]
         outcome.setdefault("differences", []).extend(
             {"check": "amcheck", "object": "all databases", "expected": "no problems", "found": p} for p in problems)
