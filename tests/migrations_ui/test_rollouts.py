@@ -222,3 +222,23 @@ def test_it_requests_a_rollout_from_the_grid_page_and_shows_each_cell(tenants, c
     assert body.count('data-state="done"') == 5 and body.count('data-state="pending"') == 5 * 3
     page = client_as("operator").get(url).content.decode()
     assert 'id="rollout-form"' in page and "Roll out backfill (0005)" in page
+
+
+def test_it_requests_and_reports_a_rollout_from_the_command_line(tenants, users, run_here):
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    out = io.StringIO()
+    call_command("rollout", "list", stdout=out)
+    assert f"{STATUS}: NOT NULL column documents.status" in out.getvalue() and "expand 0" in out.getvalue()
+    with pytest.raises(CommandError, match="not at 0004 yet"):
+        call_command("rollout", "request", STATUS, "backfill", "--user", "operator")
+    out = io.StringIO()
+    call_command("rollout", "request", STATUS, "expand", "--user", "operator", "--waves", "4", stdout=out)
+    assert "over 5 tenant(s), waves [1, 4]" in out.getvalue() and "someone else approves it" in out.getvalue()
+    run_here(_approved_job(Rollout.objects.get(), users))
+    out = io.StringIO()
+    call_command("rollout", "status", STATUS, stdout=out)
+    report = out.getvalue()
+    assert "expand (0004): #" in report and "job succeeded" in report and report.count(": Done") == 5
