@@ -147,6 +147,32 @@ def test_it_leaves_each_tenant_fully_at_the_stage_or_untouched_when_aborted_mid_
             assert has_column == at_stage == (cells[_key(tenant)] == "done"), tenant.slug  # all of it, or none
 
 
+def test_it_pauses_between_tenants_and_resumes_from_where_it_stopped(tenants, users, fleet, run_here):
+    rollout = rollouts.request(rollouts.staged_change(STATUS), "expand", users["operator"], canary=_key(tenants[0]),
+                               wave_sizes=[4], parallelism=1)
+    job = _approved_job(rollout, users)
+    first = next(t for t in tenants if _key(t) == rollout.waves[1][0])
+    holder = superuser(fleet)  # the wave's first tenant waits for the migrator's lock while the pause is asked
+    holder.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (f"{first.schema_name}:migrate",))
+    runner = threading.Thread(target=jobs.execute, args=(job.pk,), daemon=True)
+    runner.start()
+    try:
+        wait_until(lambda: RolloutTenant.objects.filter(rollout=rollout, key=_key(first), state="running").exists(),
+                   60, "the wave's first tenant in hand")
+        assert jobs.request_pause(Job.objects.get(pk=job.pk)) == "pausing"
+    finally:
+        holder.execute("SELECT pg_advisory_unlock_all()")
+        holder.close()
+    wait_until(lambda: Job.objects.get(pk=job.pk).state == Job.State.PAUSED, 60, "the rollout to pause")
+    runner.join(timeout=30)
+    assert sorted(_cells(rollout).values()) == ["done", "done", "pending", "pending", "pending"]
+
+    assert jobs.resume(Job.objects.get(pk=job.pk))
+    job = run_here(job)
+    assert job.state == Job.State.SUCCEEDED and set(_cells(rollout).values()) == {"done"}
+    assert [_version(t) for t in tenants] == ["0004"] * 5
+
+
 def test_it_voids_the_approval_when_the_tenant_set_changes(tenants, users, run_here, demo_targets):
     change = rollouts.staged_change(STATUS)
     rollout = rollouts.request(change, "expand", users["operator"])
