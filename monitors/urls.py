@@ -44,4 +44,5 @@ urlpatterns = [
     path("fleet/targets/<int:target_id>/physical-backups/backup/", physical_views.start_backup,
          name="physical-backup-start"),
     path("fleet/targets/<int:target_id>/physical-backups/drill/", physical_views.start_drill, name="pitr-drill-start"),
+    path("fleet/targets/<int:target_id>/physical-backups/policy/", physical_views.policy_form, name="physical-policy"),
 ]

@@ -17,6 +17,7 @@ from console.roles import OPERATOR, action
 from console.pg import pgbackrest
 from monitors.drills import pitr, pitr_alerts
 from monitors.drills.physical import PhysicalBackup, PhysicalBackupPolicy, PitrDrillRun
+from monitors.drills.physical_forms import PhysicalPolicyForm
 
 
 def physical_list(request):
@@ -98,3 +99,17 @@ def drill_run(request, run_id):
             response.status_code = HttpResponseStopPolling.status_code
         return response
     return render(request, "monitors/pitr_run.html", context)
+
+
+@action("pitr.policy_save", OPERATOR)
+def policy_form(request, target_id):
+    target = get_object_or_404(Target, pk=target_id)
+    policy = PhysicalBackupPolicy.objects.filter(target=target).first()
+    form = PhysicalPolicyForm(request.POST or None, instance=policy, target=target)
+    if request.method == "POST" and form.is_valid():
+        saved = form.save()
+        audit.record(request, "pitr.policy_save", detail={"target": target.name, "stanza": saved.stanza})
+        messages.success(request, f"Physical backup policy of {target.name} saved.")
+        return redirect("physical-backups", target.pk)
+    title = f"{'Edit the' if policy else 'New'} physical backup policy of {target.name}"
+    return render(request, "monitors/physical_policy_form.html", {"form": form, "target": target, "title": title})

@@ -108,3 +108,58 @@ def test_it_shows_recovery_live_and_leaves_nothing_when_the_drill_is_cancelled(p
     expect(page.locator("#pitr-result")).to_contain_text("folder deleted")
     assert leftovers(drill_dir) == []
     page.screenshot(path=str(artifacts / "pitr-drill-cancelled.png"), full_page=True)
+
+
+def _form(fleet, **changes):
+    data = {"stanza": "demo", "config": fleet.env()["PGBACKREST_CONFIG"], "run_as": "", "full_every_hours": "168",
+            "diff_every_hours": "24", "incr_every_hours": "", "retention_full": "2", "retention_diff": "",
+            "max_backup_age_h": "26", "max_wal_age_s": "900", "drill_every_hours": "24", "drill_delay_s": "600",
+            "database": "demo", "smoke_queries": "SELECT aid FROM pgbench_accounts LIMIT 1",
+            "server_settings": "shared_buffers = 64MB"}
+    return {**data, **changes}
+
+
+def test_it_saves_a_physical_policy_once_pgbackrest_reads_the_stanza(demo_targets, fleet, client_as):
+    target = demo_targets["demo-primary"]
+    url = reverse("physical-policy", args=[target.pk])
+    operator = client_as("operator")
+
+    response = operator.post(url, _form(fleet))
+
+    assert response.status_code == 302 and response["Location"] == reverse("physical-backups", args=[target.pk])
+    policy = PhysicalBackupPolicy.objects.get(target=target)
+    assert policy.stanza == "demo" and policy.drill_every_hours == 24 and policy.drill_delay_s == 600
+    assert policy.server_settings == {"shared_buffers": "64MB"}
+    assert policy.smoke_queries == ["SELECT aid FROM pgbench_accounts LIMIT 1"]
+    assert "Edit policy" in operator.get(response["Location"]).content.decode()
+
+
+def test_it_refuses_a_policy_pgbackrest_cannot_read_or_with_bad_input_and_changes_nothing(demo_targets, fleet, client_as):
+    target = demo_targets["demo-primary"]
+    url = reverse("physical-policy", args=[target.pk])
+    operator = client_as("operator")
+
+    for changes, said in (({"stanza": "no-such-stanza"}, "pgBackRest reports stanza no-such-stanza: missing stanza path"),
+                          ({"server_settings": "archive_mode = on"}, "the drill&#x27;s own setting"),
+                          ({"smoke_queries": "DELETE FROM pgbench_accounts"}, "exactly one SELECT"),
+                          ({"config": "relative/pgbackrest.conf"}, "absolute path")):
+        response = operator.post(url, _form(fleet, **changes))
+        assert response.status_code == 200 and said in response.content.decode(), changes
+    assert not PhysicalBackupPolicy.objects.exists()
+    assert client_as("viewer").post(url, _form(fleet)).status_code == 403
+
+
+@pytest.mark.browser
+def test_it_shows_the_policy_form_with_pgbackrests_own_error(page, users, demo_targets, fleet, artifacts):
+    target = demo_targets["demo-primary"]
+    page.goto(reverse("physical-policy", args=[target.pk]))
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", "operator-pw-123")
+    page.click("button[type=submit]")
+    page.fill("#id_stanza", "demo")
+    page.fill("#id_config", "/etc/pgbackrest/missing.conf")
+    page.click("button:has-text('Save')")
+
+    expect(page.locator("form .error")).to_contain_text("unable to open missing file '/etc/pgbackrest/missing.conf'")
+    page.screenshot(path=str(artifacts / "pitr-policy-form.png"), full_page=True)
+    assert not PhysicalBackupPolicy.objects.exists()
