@@ -1,0 +1,66 @@
+"""Backups and drills tried as an attacker would, on the real fleet: a password that must never
+show (in the job's error, its log, the backup row, or the pages), markup in what operators write
+showing only as text."""
+
+import pytest
+from django.urls import reverse
+
+from console.models import AuditEvent, Job, Target
+from monitors.drills import backups  # noqa: F401  (registers the backup job runner)
+from monitors.drills.models import Backup, BackupPolicy
+
+WRONG_PASSWORD = "Attack-Pw-Secret-42"
+
+
+@pytest.fixture
+def wrong_password_target(transactional_db, demo_targets, monkeypatch):
+    """The demo primary again under another name, both of its logins given a wrong password."""
+    monkeypatch.setenv("FLEET_ATTACK_PASSWORD", WRONG_PASSWORD)
+    primary = demo_targets["demo-primary"]
+    return Target.objects.create(
+        name="attack-primary", role=Target.Role.PRIMARY, host=primary.host, port=primary.port, dbname="demo",
+        username=primary.username, password_env="FLEET_ATTACK_PASSWORD",
+        change_username=primary.change_username, change_password_env="FLEET_ATTACK_PASSWORD")
+
+
+def test_it_never_shows_the_password_of_a_backup_that_failed_to_log_in(wrong_password_target, client_as, run_here,
+                                                                       tmp_path):
+    from console import jobs
+
+    BackupPolicy.objects.create(target=wrong_password_target, database="demo", destination=str(tmp_path))
+    job = run_here(jobs.create("drills.backup", target=wrong_password_target, params={"database": "demo"}, send=False))
+
+    assert job.state == Job.State.FAILED and "password authentication failed" in job.error
+    texts = [job.error, *(line.message for line in job.log_lines.all()),
+             *Backup.objects.filter(job=job).values_list("error", flat=True),
+             *(str(e.detail) for e in AuditEvent.objects.all())]
+    for url in (reverse("job-detail", args=[job.pk]), reverse("drill-backups"),
+                f"{reverse('job-rows')}?ids={job.pk}", reverse("jobs")):
+        texts.append(client_as("viewer").get(url).content.decode())
+    assert not [t for t in texts if WRONG_PASSWORD in t]
+    assert list(tmp_path.rglob("*")) == [] or all(p.is_dir() for p in tmp_path.rglob("*"))  # no partial dump left
+
+
+def test_it_shows_markup_in_smoke_queries_and_destinations_as_text(demo_targets, client_as, tmp_path):
+    marker = "<script>window.attacked=1</script>"
+    destination = str(tmp_path / "a<b>c")
+    response = client_as("operator").post(reverse("drill-policy-new"), {
+        "target": demo_targets["demo-primary"].pk, "database": "demo", "cron": "0 3 * * *", "keep_count": 5,
+        "destination": destination, "scratch": demo_targets["demo-scratch"].pk,
+        "smoke_queries": f"SELECT '{marker}'", "backup_max_age_h": 26, "drill_max_age_h": 168})
+    assert response.status_code == 302
+    policy = BackupPolicy.objects.get()
+
+    for url in (reverse("drill-policy", args=[policy.pk]), reverse("drill-policy-edit", args=[policy.pk])):
+        page = client_as("operator").get(url).content.decode()
+        assert marker not in page and "<b>c" not in page, url
+
+
+@pytest.mark.xfail(strict=True, reason="attack finding 11")
+def test_it_lists_a_policy_that_has_had_no_drill_yet(demo_targets, client_as, tmp_path):
+    """A careless client: a new policy, then the Drills list, before anything ran."""
+    policy = BackupPolicy.objects.create(target=demo_targets["demo-primary"], database="demo", cron="0 3 * * *",
+                                         destination=str(tmp_path))
+
+    assert client_as("viewer").get(reverse("drill-policy", args=[policy.pk])).status_code == 200
+    assert client_as("viewer").get(reverse("drills")).status_code == 200
