@@ -9,6 +9,8 @@ from console.models import AuditEvent, Job, Target
 from monitors.drills import backups  # noqa: F401  (registers the backup job runner)
 from monitors.drills.models import Backup, BackupPolicy
 
+from tests.monitors.test_pitr import drill_dir, policy  # noqa: F401  (fixtures: the suite's pgBackRest stanza)
+
 WRONG_PASSWORD = "Attack-Pw-Secret-42"
 
 
@@ -64,3 +66,37 @@ def test_it_lists_a_policy_that_has_had_no_drill_yet(demo_targets, client_as, tm
 
     assert client_as("viewer").get(reverse("drill-policy", args=[policy.pk])).status_code == 200
     assert client_as("viewer").get(reverse("drills")).status_code == 200
+
+
+# PITR drills to moments the repository cannot reach ------------------------------------------------------
+
+
+def _drill_to(client_as, run_here, policy, moment: str) -> Job | None:
+    """A PITR drill to `moment` started from the page and run here; None if the page refused it."""
+    client_as("operator").post(reverse("pitr-drill-start", args=[policy.target_id]), {"target_at": moment})
+    job = Job.objects.filter(kind="pitr.drill").first()
+    return run_here(job) if job else None
+
+
+def test_it_fails_a_pitr_drill_to_a_moment_before_every_backup_clearly_leaving_nothing(
+        transactional_db, client_as, run_here, drill_dir, policy):
+    from monitors.drills.physical import PitrDrillRun
+    from tests.monitors.test_pitr import drill_servers, leftovers
+
+    job = _drill_to(client_as, run_here, policy, "2000-01-01T00:00:00+00:00")
+
+    run = PitrDrillRun.objects.get(job=job)
+    assert job.state == Job.State.FAILED and run.passed is False
+    assert "No backup of stanza demo had finished by" in run.reason and "take a backup" in run.reason
+    assert leftovers(drill_dir) == [] and drill_servers(drill_dir) == []
+
+
+@pytest.mark.xfail(strict=True, reason="attack finding 12")
+def test_it_keeps_the_physical_pages_up_after_a_pitr_drill_to_year_1_with_an_offset(
+        transactional_db, client_as, run_here, drill_dir, policy):
+    job = _drill_to(client_as, run_here, policy, "0001-01-01T00:00:00+05:00")  # UTC: 1 BC
+
+    assert job is None or job.state == Job.State.FAILED
+    viewer = client_as("viewer")
+    for url in (reverse("physical-list"), reverse("physical-backups", args=[policy.target_id]), reverse("jobs")):
+        assert viewer.get(url).status_code == 200, url
