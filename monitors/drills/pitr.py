@@ -73,6 +73,11 @@ def sync_backups(policy: PhysicalBackupPolicy) -> pgbackrest.StanzaInfo:
     return info
 
 
+def unfinished_backup(target: Target) -> Job | None:
+    """A pitr.backup job of the target not over yet: pgBackRest backs a stanza up once at a time."""
+    return Job.objects.filter(kind="pitr.backup", target=target).exclude(state__in=Job.FINISHED_STATES).first()
+
+
 @jobs.runner("pitr.backup")
 def run_backup(ctx: jobs.JobContext) -> dict:
     """One pgBackRest backup of the target's stanza (params: type full|diff|incr), with the
@@ -434,6 +439,8 @@ def schedule_due(now=None) -> list[int]:
     started = []
     for policy in PhysicalBackupPolicy.objects.select_related("target"):
         for kind in policy.due(now):
+            if kind != "drill" and unfinished_backup(policy.target):
+                continue  # due again at the next beat, once the running backup is over
             with transaction.atomic():
                 scheduled = {**policy.scheduled, kind: now.isoformat()}
                 if not PhysicalBackupPolicy.objects.filter(pk=policy.pk, scheduled=policy.scheduled).update(scheduled=scheduled):
