@@ -24,11 +24,12 @@ import threading
 import time
 from dataclasses import dataclass
 
+from django.db import connection, transaction
 from django.utils import timezone
 
-from console import approvals, fanout, jobs
+from console import approvals, audit, fanout, jobs
 from console.jobs import JobContext
-from console.models import Job
+from console.models import Approval, AuditEvent, Job
 from migrations_ui.models import Rollout, RolloutTenant
 from tenants import migrator, onboarding
 from tenants.models import Tenant
@@ -144,19 +145,39 @@ def request(change: StagedChange, stage: str, user, *, canary: str = "", wave_si
     if canary and canary not in keys:
         raise RolloutRefused(f"No active tenant {canary!r} to be the canary.")
     chosen = canary or _smallest(units)
-    rollout = Rollout.objects.create(
-        change_name=change.name, stage=stage, revision=staged.revision, down_revision=staged.down_revision,
-        canary=canary, wave_sizes=wave_sizes, parallelism=parallelism, units=units,
-        waves=plan_waves(keys, chosen, wave_sizes), requested_by=user if user and user.is_authenticated else None)
-    shown = shown_for(rollout)
-    summary = (f"Stage {stage} ({staged.revision}) of {change.description}: over {len(units)} tenant(s), canary "
-               f"{chosen}, then {len(rollout.waves) - 1} wave(s), {parallelism} at a time")
     try:
-        approvals.request(ROLLOUT_APPROVAL, rollout, shown, summary, user, http_request=http_request)
+        with transaction.atomic():
+            # One open rollout per stage: two requests at once wait here for each other.
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                               [f"rollout:{change.name}:{stage}"])
+            open_one = open_rollout(change.name, stage)
+            if open_one is not None:
+                raise RolloutRefused(f"A rollout of {stage} already {open_one[1]} (#{open_one[0].pk}): one at a time. "
+                                     "Wait for it, or withdraw or abort it first.")
+            rollout = Rollout.objects.create(
+                change_name=change.name, stage=stage, revision=staged.revision, down_revision=staged.down_revision,
+                canary=canary, wave_sizes=wave_sizes, parallelism=parallelism, units=units,
+                waves=plan_waves(keys, chosen, wave_sizes), requested_by=user if user and user.is_authenticated else None)
+            summary = (f"Stage {stage} ({staged.revision}) of {change.description}: over {len(units)} tenant(s), "
+                       f"canary {chosen}, then {len(rollout.waves) - 1} wave(s), {parallelism} at a time")
+            approvals.request(ROLLOUT_APPROVAL, rollout, shown_for(rollout), summary, user, http_request=http_request)
     except approvals.ApprovalRefused as exc:
-        rollout.delete()
         raise RolloutRefused(str(exc)) from None
     return rollout
+
+
+def open_rollout(change_name: str, stage: str) -> tuple[Rollout, str] | None:
+    """A rollout of the stage that waits for its approval, or whose job has not finished."""
+    for rollout in Rollout.objects.filter(change_name=change_name, stage=stage).select_related("job"):
+        if rollout.job is not None and not rollout.job.is_finished:
+            return rollout, f"runs ({rollout.job.get_state_display().lower()})"
+        if rollout.job is None:
+            approval = approvals.latest(ROLLOUT_APPROVAL, rollout)
+            if approval is not None and approval.decision in (approval.Decision.PENDING, approval.Decision.APPROVED) \
+                    and not approval.is_expired():
+                return rollout, "waits for its approval"
+    return None
 
 
 def shown_for(rollout: Rollout, units: list[dict] | None = None) -> dict:
@@ -193,11 +214,25 @@ approvals.register(ROLLOUT_APPROVAL, model=Rollout, shown=shown_now, on_approved
 
 
 def _use_approval(ctx: JobContext, rollout: Rollout) -> None:
-    """Right before the first tenant: the approval must be of exactly this SQL and tenant set."""
-    if ctx.checkpoint_data.get("approved"):
+    """Right before the first tenant of every attempt: what is about to run must be exactly what
+    was approved (this SQL, this tenant set, these waves). The first attempt uses the approval; a
+    resumed or retried one compares with the approval it used, so an edited revision or another
+    tenant set since is refused before any further tenant."""
+    used = ctx.checkpoint_data.get("approved")
+    if not used:
+        approvals.use(ROLLOUT_APPROVAL, rollout, shown_now(rollout), detail={"job": ctx.job.pk},
+                      then=lambda approval: ctx.checkpoint(0, {"approved": approval.pk, "done": {}}))
         return
-    approvals.use(ROLLOUT_APPROVAL, rollout, shown_now(rollout), detail={"job": ctx.job.pk},
-                  then=lambda approval: ctx.checkpoint(0, {"approved": approval.pk, "done": {}}))
+    approval = Approval.objects.get(pk=used)
+    digest_now = approvals.digest_of(shown_now(rollout))
+    if digest_now != approval.digest:
+        audit.record(None, "approval.use", approval, outcome=AuditEvent.Outcome.FAILED, detail={
+            "kind": ROLLOUT_APPROVAL, "job": ctx.job.pk, "digest": approval.digest, "digest_now": digest_now,
+            "reason": "resumed rollout: not what was approved"})
+        raise RolloutRefused(
+            f"What is about to be done is not what was approved in #{approval.pk} (the stage's SQL or the tenant set "
+            f"changed since): no further tenant is started. {len(ctx.checkpoint_data.get('done', {}))} tenant(s) "
+            "were done under that approval; request a new rollout of this stage for the rest.")
 
 
 def _cells(rollout: Rollout) -> dict[str, RolloutTenant]:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from django.core.exceptions import ValidationError
 from psycopg import sql
 
 from console.pg import ddl
 from console.pg.backfill import Spec
+from console.validators import validate_pg_name
 
 STAGES = ("expand", "backfill", "validate", "contract")
 ADD_NOT_NULL_COLUMN = "add_not_null_column"
@@ -66,6 +68,15 @@ class Definition:
         if self.kind not in KINDS:
             raise ddl.DdlRefused(f"no kind of staged change {self.kind!r}; known: {', '.join(KINDS)}")
         object.__setattr__(self, "index_columns", tuple(self.index_columns))
+        names = {"table": self.table, "column": self.column, "pk": self.pk_column, "ref_table": self.ref_table,
+                 "ref_column": self.ref_column, "ref_schema": self.ref_schema,
+                 **{f"index column {n}": c for n, c in enumerate(self.index_columns, start=1)}}
+        for label, name in names.items():
+            if name:  # each, as ddl.Op checks its own: the backfill's key column is no Op's
+                try:
+                    validate_pg_name(name)
+                except ValidationError as exc:
+                    raise ddl.DdlRefused(f"{self.kind}: {label} {name!r}: {' '.join(exc.messages)}") from None
 
     @property
     def check_name(self) -> str:
@@ -127,6 +138,17 @@ class Definition:
             raise ddl.DdlRefused(f"a {self.kind} change has no stage {name!r}; it has "
                                  f"{', '.join(s.name for s in self.stages(schema))}")
         return found
+
+    def title(self) -> str:
+        """What the change is, from its validated names and type only (no SQL expression): safe
+        to write into a generated revision's docstring."""
+        if self.kind == ADD_INDEX:
+            return f"index on {self.table} ({', '.join(self.index_columns)})"
+        if self.kind == ADD_FOREIGN_KEY:
+            return f"foreign key {self.table}.{self.column} -> {self.ref_table}.{self.ref_column}"
+        if self.kind == ADD_NOT_NULL_COLUMN:
+            return f"NOT NULL column {self.table}.{self.column} {self.column_type}, backfilled"
+        return f"NOT NULL on {self.table}.{self.column}, backfilled"
 
     def describe(self) -> str:
         if self.kind == ADD_INDEX:

@@ -101,8 +101,15 @@ def write(versions_dir: Path, head: str, existing: list[str], call: str, definit
         path = versions_dir / f"{revision}_{change_name}_{stage}.py"
         if path.exists():
             raise ValueError(f"{path} exists already")
-        path.write_text(TEMPLATE.format(title=definition.describe(), number=number, count=len(stages), stage=stage,
-                                        revision=revision, down_revision=down, change_name=change_name, call=call))
+        source = TEMPLATE.format(title=definition.title(), number=number, count=len(stages), stage=stage,
+                                 revision=revision, down_revision=down, change_name=change_name, call=call)
+        try:  # the arguments reach the source through repr() only; checked once more before it is written
+            compile(source, str(path), "exec")
+        except SyntaxError as exc:
+            for each in written:
+                each.path.unlink(missing_ok=True)
+            raise ValueError(f"the revision for stage {stage} would not be valid Python ({exc}); nothing written") from None
+        path.write_text(source)
         written.append(Written(revision, stage, path))
         down = revision
     return written

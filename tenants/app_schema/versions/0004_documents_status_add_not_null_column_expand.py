@@ -1,4 +1,4 @@
-"""NOT NULL column documents.status varchar(20) (backfill: CASE WHEN deleted_at IS NULL THEN 'active' ELSE 'deleted' END): stage 1 of 4, expand
+"""NOT NULL column documents.status varchar(20), backfilled: stage 1 of 4, expand
 
 Revision ID: 0004
 Revises: 0003

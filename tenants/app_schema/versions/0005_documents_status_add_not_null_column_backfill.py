@@ -1,4 +1,4 @@
-"""NOT NULL column documents.status varchar(20) (backfill: CASE WHEN deleted_at IS NULL THEN 'active' ELSE 'deleted' END): stage 2 of 4, backfill
+"""NOT NULL column documents.status varchar(20), backfilled: stage 2 of 4, backfill
 
 Revision ID: 0005
 Revises: 0004

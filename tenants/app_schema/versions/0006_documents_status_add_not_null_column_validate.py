@@ -1,4 +1,4 @@
-"""NOT NULL column documents.status varchar(20) (backfill: CASE WHEN deleted_at IS NULL THEN 'active' ELSE 'deleted' END): stage 3 of 4, validate
+"""NOT NULL column documents.status varchar(20), backfilled: stage 3 of 4, validate
 
 Revision ID: 0006
 Revises: 0005

@@ -1,4 +1,4 @@
-"""NOT NULL column documents.status varchar(20) (backfill: CASE WHEN deleted_at IS NULL THEN 'active' ELSE 'deleted' END): stage 4 of 4, contract
+"""NOT NULL column documents.status varchar(20), backfilled: stage 4 of 4, contract
 
 Revision ID: 0007
 Revises: 0006
