@@ -328,6 +328,8 @@ EXPLAIN_STATEMENT_TIMEOUT_MS = envint("EXPLAIN_STATEMENT_TIMEOUT_MS", 10000)
 
 # Backups and restore drills (monitors/drills/, console/pg/backup.py).
 BACKUP_DIR = env("BACKUP_DIR", str(BASE_DIR / ".fleet" / "backups"))
+# Where a backup policy may write (its destination must lie under one of them): BACKUP_DIR unless set.
+BACKUP_ROOTS = [r for r in env("BACKUP_ROOTS", BACKUP_DIR).split(",") if r]
 BACKUP_PG_DUMP = env("BACKUP_PG_DUMP", "/usr/lib/postgresql/15/bin/pg_dump")
 BACKUP_PG_RESTORE = env("BACKUP_PG_RESTORE", "/usr/lib/postgresql/15/bin/pg_restore")
 BACKUP_PG_AMCHECK = env("BACKUP_PG_AMCHECK", "/usr/lib/postgresql/15/bin/pg_amcheck")

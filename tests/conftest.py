@@ -71,6 +71,8 @@ def django_db_setup(fleet, django_db_blocker):
     app.conf.broker_url = env["REDIS_URL"]
     settings.JOB_STALE_AFTER_S = JOB_STALE_AFTER_S
     settings.JOB_HEARTBEAT_INTERVAL_S = JOB_HEARTBEAT_INTERVAL_S
+    # Tests keep their backups in their own temporary directories.
+    settings.BACKUP_ROOTS = [settings.BACKUP_DIR, tempfile.gettempdir()]
     # Test users need no slow password hashing.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # Django may have been set up before this module set POOL_PUBLISHER_ENABLED: make sure the

@@ -165,6 +165,21 @@ def exported_snapshot(target, database: str, schema: str | None = None,
                            repeatable)
 
 
+# Volatile, yet they only read the clock or draw numbers (pg_sleep waits, within the statement timeout).
+HARMLESS_VOLATILE = frozenset({"pg_sleep", "random", "clock_timestamp", "timeofday", "gen_random_uuid"})
+
+
+def volatile_functions(conn: Connection, names) -> list[str]:
+    """Which of these function names have a volatile variant in the database's catalog (one that
+    may change something: pg_terminate_backend, set_config, nextval, dblink...)."""
+    names = sorted(set(names) - HARMLESS_VOLATILE)
+    if not names:
+        return []
+    return list(conn.execute(text(
+        "SELECT DISTINCT proname FROM pg_proc WHERE proname = ANY(:names) AND provolatile = 'v' ORDER BY 1"
+    ), {"names": names}).scalars())
+
+
 def run_smoke_query(conn: Connection, query: str) -> int:
     """One read-only statement an operator wrote (checked by the caller with pglast); its row count."""
     conn.execute(text("SET TRANSACTION READ ONLY"))

@@ -4,15 +4,21 @@ queries and the ages past which an alert opens."""
 from pathlib import Path
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 
 from console.models import Target
 from console.validators import validate_pg_name
 from monitors.drills.models import BackupPolicy
-from monitors.drills.restores import check_smoke_query
+from console import engines
+from console.pg.backup import volatile_functions
+from monitors.drills.restores import smoke_query_calls
 from tenants.models import Tenant
 
 HOURS_MAX = 24 * 366
+KEEP_COUNT_MAX = 10_000
+KEEP_DAYS_MAX = 3660  # ten years
 
 
 class PolicyForm(forms.ModelForm):
@@ -47,12 +53,12 @@ class PolicyForm(forms.ModelForm):
         self.fields["scratch"].queryset = Target.objects.filter(role=Target.Role.SCRATCH).order_by("name")
         self.fields["tenant"].queryset = Tenant.objects.filter(state=Tenant.State.ACTIVE).select_related("target")
         self.fields["target"].required = self.fields["database"].required = False  # a tenant's are its own
-        for name in ("every_hours", "backup_max_age_h", "drill_max_age_h"):
-            self.fields[name].min_value = 1
-            self.fields[name].max_value = HOURS_MAX
-            self.fields[name].widget.attrs.update(min=1, max=HOURS_MAX)
-        self.fields["keep_count"].min_value = 1
-        self.fields["keep_days"].min_value = 1
+        # Validators, not min_value/max_value: a field builds its validators when it is made.
+        bounds = {"every_hours": HOURS_MAX, "backup_max_age_h": HOURS_MAX, "drill_max_age_h": HOURS_MAX,
+                  "keep_count": KEEP_COUNT_MAX, "keep_days": KEEP_DAYS_MAX}
+        for name, maximum in bounds.items():
+            self.fields[name].validators += [MinValueValidator(1), MaxValueValidator(maximum)]
+            self.fields[name].widget.attrs.update(min=1, max=maximum)
         if self.instance.pk:
             self.initial["smoke_queries"] = "\n".join(self.instance.smoke_queries)
             for name in ("tenant", "target", "database"):
@@ -66,18 +72,38 @@ class PolicyForm(forms.ModelForm):
 
     def clean_destination(self):
         destination = self.cleaned_data["destination"].strip()
-        if destination and not Path(destination).is_absolute():
-            raise ValidationError("an absolute path, e.g. /var/backups/fleet")
-        return destination
+        if not destination:
+            return destination
+        path = Path(destination)
+        roots = [Path(root).resolve() for root in settings.BACKUP_ROOTS]
+        if not path.is_absolute() or ".." in path.parts:
+            raise ValidationError(f"an absolute path without '..', under {', '.join(map(str, roots))}")
+        if not any(path.resolve() == root or path.resolve().is_relative_to(root) for root in roots):
+            raise ValidationError(f"backups hold a whole database: the destination must lie under "
+                                  f"{' or '.join(map(str, roots))} (the BACKUP_ROOTS setting)")
+        return str(path.resolve())
 
     def clean_smoke_queries(self):
         queries = [line.strip() for line in self.cleaned_data["smoke_queries"].splitlines() if line.strip()]
+        self._smoke_calls = set()
         for number, query in enumerate(queries, 1):
             try:
-                check_smoke_query(query)
+                self._smoke_calls |= smoke_query_calls(query)
             except ValueError as exc:
                 raise ValidationError(f"line {number}: {exc}") from exc
         return queries
+
+    def _refuse_volatile_smoke_calls(self, target, database) -> None:
+        """Told now, from the source's catalog, what the drill would refuse on the restored copy;
+        a source that cannot be read now leaves it to the drill."""
+        try:
+            with engines.connect(target, database=database, rollback=True) as conn:
+                volatile = volatile_functions(conn, getattr(self, "_smoke_calls", set()))
+        except Exception:
+            return
+        if volatile:
+            self.add_error("smoke_queries", f"calls {', '.join(volatile)}, which can do more than read: "
+                                            "a smoke query calls only immutable or stable functions")
 
     def clean(self):
         data = super().clean()
@@ -88,4 +114,6 @@ class PolicyForm(forms.ModelForm):
             raise ValidationError("Choose a tenant, or a target and one of its databases.")
         if data.get("every_hours") and data.get("cron"):
             raise ValidationError("Choose every N hours or a cron expression, not both.")
+        if data.get("target") and data.get("database") and data.get("smoke_queries"):
+            self._refuse_volatile_smoke_calls(data["target"], data["database"])
         return data

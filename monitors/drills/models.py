@@ -25,9 +25,11 @@ def cron_schedule(expression: str, nowfun=None):
 def validate_cron(expression: str) -> None:
     if not expression:
         return
+    from celery.schedules import ParseException
+
     try:
         cron_schedule(expression)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, ParseException) as exc:
         raise ValidationError(f"not a cron expression: {exc}") from exc
 
 

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.utils import timezone
 from pglast import ast, parse_sql
 from pglast.parser import ParseError
+from pglast.visitors import Visitor
 
 from console import engines, jobs
 from console.models import Job, Target
@@ -37,14 +38,39 @@ class DrillFailed(Exception):
     """The drill ran and the backup did not pass: the message says why, for an operator."""
 
 
-def check_smoke_query(query: str) -> None:
-    """Exactly one SELECT (PostgreSQL's own parser), or ValueError saying why not."""
+class _Calls(Visitor):
+    """The functions a statement calls, and whether a WITH of it changes data."""
+
+    def __init__(self):
+        self.functions: set[str] = set()
+        self.changes_data = False
+
+    def visit_FuncCall(self, parent, node):
+        self.functions.add(node.funcname[-1].sval.lower())
+
+    def visit_CommonTableExpr(self, parent, node):
+        self.changes_data |= not isinstance(node.ctequery, ast.SelectStmt)
+
+
+def smoke_query_calls(query: str) -> set[str]:
+    """Exactly one SELECT that changes nothing (PostgreSQL's own parser), or ValueError saying why
+    not; the names of the functions it calls (checked against the restored copy's catalog: none
+    may be volatile, see pg_backup.volatile_functions)."""
     try:
         statements = parse_sql(query)
     except ParseError as exc:
         raise ValueError(f"not valid SQL: {exc}") from exc
     if len(statements) != 1 or not isinstance(statements[0].stmt, ast.SelectStmt):
         raise ValueError("a smoke query is exactly one SELECT statement")
+    calls = _Calls()
+    calls(statements[0])
+    if calls.changes_data:
+        raise ValueError("a smoke query only reads: no INSERT, UPDATE or DELETE in its WITH")
+    return calls.functions
+
+
+def check_smoke_query(query: str) -> None:
+    smoke_query_calls(query)
 
 
 def chosen_backup(job: Job) -> Backup:
@@ -251,8 +277,12 @@ def _verify(step, run: DrillRun, backup: Backup, scratch: Target, name: str, out
         queries = backup.policy.smoke_queries if backup.policy else []
         for query in queries:
             try:
-                check_smoke_query(query)
+                functions = smoke_query_calls(query)
                 with engines.connect(scratch, credential="change", database=name, rollback=True) as conn:
+                    volatile = pg_backup.volatile_functions(conn, functions)
+                    if volatile:  # pg_terminate_backend, pg_sleep, set_config, nextval, dblink...
+                        raise ValueError(f"calls {', '.join(volatile)}, which can do more than read: "
+                                         "a smoke query calls only immutable or stable functions")
                     if backup.schema:  # as the tenant's application sees its tables
                         tenancy.bind(conn, schema=backup.schema, tenant_key=tenant_key)
                     rows = pg_backup.run_smoke_query(conn, query)

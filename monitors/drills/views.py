@@ -35,12 +35,17 @@ def drill_list(request):
     return render(request, "monitors/drill_list.html", context)
 
 
+def _id(value) -> int:
+    """A posted object id, or 0 (matches nothing) for anything that is not one."""
+    return int(value) if value and value.isascii() and value.isdigit() and len(value) < 19 else 0
+
+
 @require_POST
 @action("drills.run", OPERATOR)
 def drill_run(request):
     """Backup and drill now: of a policy's database, or of the chosen target's own database."""
-    policy = BackupPolicy.objects.select_related("target").filter(pk=request.POST.get("policy") or 0).first()
-    target = policy.target if policy else _sources().filter(pk=request.POST.get("target") or 0).first()
+    policy = BackupPolicy.objects.select_related("target").filter(pk=_id(request.POST.get("policy"))).first()
+    target = policy.target if policy else _sources().filter(pk=_id(request.POST.get("target"))).first()
     if target is None or not Target.objects.filter(role=Target.Role.SCRATCH).exists():
         why = "choose a target to back up" if target is None else "no scratch server to restore into"
         audit.record(request, "drills.run", outcome="failed", detail={"why": why})
@@ -48,6 +53,11 @@ def drill_run(request):
         return redirect(policy or "drills")
     database = policy.database if policy else target.dbname
     tenant = policy.tenant if policy else None
+    running = (Job.objects.filter(kind="drills.backup_and_drill", target=target, tenant=tenant, params__database=database)
+               .exclude(state__in=Job.FINISHED_STATES).first())
+    if running is not None:  # a second press, or a second operator: one backup and drill at a time
+        messages.info(request, f"A backup and drill of {target.name}/{database} is already under way: job #{running.pk}.")
+        return redirect(running)
     job = jobs.create("drills.backup_and_drill", user=request.user, target=target, tenant=tenant,
                       params={"database": database})
     audit.record(request, "drills.run", job, detail={"target": target.name, "database": database,

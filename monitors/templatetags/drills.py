@@ -25,7 +25,7 @@ def from_now(moment) -> str:
 @register.filter
 def duration_s(value) -> str:
     """Seconds, to the tenth below a minute ('4.2 s'), else minutes or hours ('3 min 5 s')."""
-    if value is None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):  # unknown (no drill yet: "")
         return "—"
     if value < 60:
         return f"{value:.1f} s"

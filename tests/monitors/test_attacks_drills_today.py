@@ -58,7 +58,6 @@ def test_it_shows_markup_in_smoke_queries_and_destinations_as_text(demo_targets,
         assert marker not in page and "<b>c" not in page, url
 
 
-@pytest.mark.xfail(strict=True, reason="attack finding 11")
 def test_it_lists_a_policy_that_has_had_no_drill_yet(demo_targets, client_as, tmp_path):
     """A careless client: a new policy, then the Drills list, before anything ran."""
     policy = BackupPolicy.objects.create(target=demo_targets["demo-primary"], database="demo", cron="0 3 * * *",

@@ -414,3 +414,18 @@ def test_it_drills_a_chosen_older_backup_from_its_button(transactional_db, fleet
     Backup.objects.filter(pk=latest.pk).update(state=Backup.State.FAILED)
     refused = operator.post(f"/drills/backups/{latest.pk}/drill/")
     assert refused.status_code == 302 and Job.objects.filter(kind="drills.drill").count() == 1
+
+
+def test_it_runs_no_smoke_query_that_calls_a_function_which_can_change_something(transactional_db, fleet, policy, run_here):
+    # Saved before the form refused such queries (or written straight into the database).
+    policy.smoke_queries = ["SELECT set_config('search_path', 'pg_temp', false)", "SELECT count(*) FROM pgbench_branches"]
+    policy.save(update_fields=["smoke_queries"])
+    backup = backup_now(run_here, policy)
+
+    job, run = drill_now(run_here, backup)
+
+    assert run.passed is False
+    smoke = {r["query"]: r for r in run.verification["smoke"]}
+    assert "calls set_config, which can do more than read" in smoke[policy.smoke_queries[0]]["error"]
+    assert smoke[policy.smoke_queries[0]]["rows"] is None and smoke[policy.smoke_queries[1]]["rows"] == 1
+    assert drill_databases(fleet) == []
