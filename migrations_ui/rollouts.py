@@ -24,11 +24,13 @@ import threading
 import time
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from console import approvals, audit, fanout, jobs
+from console import approvals, audit, engines, fanout, jobs
 from console.jobs import JobContext
+from console.pg import backfill as pg_backfill
 from console.models import Approval, AuditEvent, Job
 from migrations_ui.models import Rollout, RolloutTenant
 from tenants import migrator, onboarding
@@ -253,9 +255,13 @@ def run(ctx: JobContext, rollout: Rollout) -> dict:
     ctx.set_total(len(units), "tenants")
     failed: list[str] = []
 
+    backfilled = _backfilled_table(rollout)
+
     def one(key: str) -> None:
         ctx.raise_if_stopped()  # a pause or an abort starts no further tenant
         unit, cell = units[key], cells[key]
+        if backfilled:
+            _hold_off_if_unhealthy(ctx, targets[unit["target_id"]], unit, backfilled, key)
         RolloutTenant.objects.filter(pk=cell.pk).update(state=RolloutTenant.State.RUNNING, started_at=timezone.now(),
                                                         error="")
         started = time.perf_counter()
@@ -301,6 +307,26 @@ def run(ctx: JobContext, rollout: Rollout) -> dict:
     done = ctx.checkpoint_data.get("done", {})
     return {"revision": rollout.revision, "stage": rollout.stage, "tenants": len(done),
             "waves": len(rollout.waves)}
+
+
+def _backfilled_table(rollout: Rollout) -> str:
+    """The table a backfill stage writes to ('' for the other stages)."""
+    staged = next((r for r in migrator.staged_revisions() if r.revision == rollout.revision), None)
+    stage = staged.change.stage("public", staged.stage) if staged is not None else None
+    return stage.backfill.table if stage is not None and stage.backfill is not None else ""
+
+
+def _hold_off_if_unhealthy(ctx: JobContext, target, unit: dict, table: str, key: str) -> None:
+    """Before a tenant's backfill, the backfill engine's health indicators (replica lag of the
+    target's standbys, sessions waiting on the table, vacuum on it; the monitor login): while one
+    says Stop the rollout throttles (back to the queue, no worker held, the reason on its page)
+    and resumes from its checkpoint, the tenants in hand finishing first."""
+    with engines.connect(target, database=unit["database"], statement_timeout_ms=2000) as conn:
+        health = pg_backfill.health(conn, unit["schema"], table)
+    reason = health.stop_reason(unit["schema"], table, max_replica_lag_s=settings.BACKFILL_MAX_REPLICA_LAG_S,
+                                max_lock_waiters=settings.BACKFILL_MAX_LOCK_WAITERS)
+    if reason:
+        ctx.throttle(f"before {key}: {reason}", settings.BACKFILL_THROTTLE_RETRY_S)
 
 
 def _targets(rollout: Rollout):
