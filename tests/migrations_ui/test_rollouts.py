@@ -318,3 +318,29 @@ def _migrate_to(tenant, revision):
 
     onboarding.migrate_location(tenant.target, None, tenant.schema_name, tenant.slug, revision=revision)
     Tenant.objects.filter(pk=tenant.pk).update(schema_version=revision)
+
+
+def test_it_rolls_out_to_a_database_tenant_with_its_version_table_in_its_own_database(transactional_db, demo_targets,
+                                                                                      users, run_here):
+    from console.pg import tenancy
+
+    primary = demo_targets["demo-primary"]
+    (schema_tenant,) = onboard(primary, (unique_slug("rsch"), "Schema Co"))
+    (db_tenant,) = onboard(primary, (unique_slug("rdb"), "Database Co", "database"))
+    try:
+        rollout = rollouts.request(rollouts.staged_change(STATUS), "expand", users["operator"])
+        assert {u["key"]: (u["database"], u["schema"]) for u in rollout.units}[_key(db_tenant)] == (
+            db_tenant.database_name, "public")
+        job = run_here(_approved_job(rollout, users))
+        assert job.state == Job.State.SUCCEEDED, job.error
+        with engines.connect(primary, credential="change", database=db_tenant.database_name, rollback=True) as conn:
+            assert migrator.current_version(conn, "public") == "0004"
+            assert conn.execute(text("SELECT count(*) FROM information_schema.columns WHERE table_schema = 'public'"
+                                     " AND table_name = 'documents' AND column_name = 'status'")).scalar_one() == 1
+        assert _version(schema_tenant) == "0004"
+    finally:
+        engines.forget(primary.pk, db_tenant.database_name)
+        with engines.autocommit(primary) as conn:
+            tenancy.drop_database(conn, db_tenant.database_name)
+        with engines.connect(primary, credential="change") as conn:
+            tenancy.drop_schema(conn, schema_tenant.schema_name)
