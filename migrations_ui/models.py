@@ -7,7 +7,7 @@ from django.urls import reverse
 from console.pg.backfill import Spec
 from console.validators import validate_pg_name
 from migrations_ui import staging
-from migrations_ui.staging import Stage, derived_name  # noqa: F401  (re-exported)
+from migrations_ui.staging import Stage
 
 
 class Backfill(models.Model):
