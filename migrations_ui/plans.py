@@ -374,6 +374,7 @@ def _op_note(op) -> str:
 class RevisionPlan:
     revision: str  # "0002 -> 0003"
     statements: list[Statement]
+    staged: object = None  # tenants.migrator.StagedRevision, when the revision is a stage of a staged change
 
     @property
     def flagged(self) -> list[tuple[Statement, Finding]]:

@@ -261,7 +261,10 @@ def app_plan(request):
         start = ""
     script = migrator.pending_sql(tenant.schema_name if tenant else APP_PLAN_SCHEMA, start)
     catalog = changes.tenant_catalog(tenant, script) if tenant else None
-    planned, squawk_ran = plans.app_plan(script, catalog, {r.revision for r in migrator.staged_revisions()})
+    staged = {r.revision: r for r in migrator.staged_revisions()}
+    planned, squawk_ran = plans.app_plan(script, catalog, set(staged))
+    for revision_plan in planned:
+        revision_plan.staged = staged.get(revision_plan.revision.split("->")[-1].strip())
     return render(request, "migrations_ui/app_plan.html", {
         "revisions": revisions, "start": start, "planned": planned, "squawk_ran": squawk_ran,
         "tenants": tenants, "tenant": tenant, "catalog": catalog,

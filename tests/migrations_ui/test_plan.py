@@ -76,6 +76,8 @@ def test_it_lints_from_an_empty_schema_without_flagging_indexes_of_tables_a_revi
     # The staged revisions after it run console/pg/ddl.py's lock-safe operations: nothing flagged.
     assert [r.revision.split()[-1] for r in planned[3:]] == ["0004", "0005", "0006", "0007", "0008", "0009"]
     assert not [f for r in planned[3:] for _s, f in r.flagged]
+    assert planned[3].staged.stage == "expand" and planned[2].staged is None
+    assert 'href="/migrations/staged/documents_status_add_not_null_column/"' in response.content.decode()
 
 
 def test_it_shows_the_tables_size_and_rows_to_backfill_from_the_target(client_as, change, fleet):
