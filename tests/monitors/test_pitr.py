@@ -212,9 +212,15 @@ def test_it_raises_the_alert_when_archiving_fails_and_closes_it_when_it_works_ag
         conn.execute("ALTER SYSTEM SET archive_command = 'pgbackrest --stanza=no-such-stanza archive-push %p'")
         conn.execute("SELECT pg_reload_conf()")
         try:
-            conn.execute("SELECT pg_switch_wal()")
-            wait_until(lambda: conn.execute("SELECT failed_count FROM pg_stat_archiver").fetchone()[0] > failed_before,
-                       30, "archive_command to fail")
+
+            def failed() -> bool:
+                # A segment to archive each time: the archiver may have read the new command only after
+                # it archived the last one (the reload is asynchronous).
+                conn.execute("SELECT txid_current()")
+                conn.execute("SELECT pg_switch_wal()")
+                return conn.execute("SELECT failed_count FROM pg_stat_archiver").fetchone()[0] > failed_before
+
+            wait_until(failed, 60, "archive_command to fail", poll_s=1)
 
             alerts.evaluate([target])
 
@@ -286,3 +292,20 @@ def test_it_keeps_pgbackrest_arguments_a_list_and_runs_it_as_the_service_user(se
     assert args[-4:] == ["--config=/etc/pgbackrest.conf", "--stanza=demo", "--type=full", "backup"]
     with pytest.raises(ValueError):
         pgbackrest.Stanza(config="/etc/pgbackrest.conf", name="demo; rm -rf /")
+
+
+def test_it_runs_no_smoke_query_that_calls_a_function_which_can_do_more_than_read(transactional_db, fleet, policy,
+                                                                                   marks, run_here, drill_dir):
+    policy.smoke_queries = [MARKS_FIRST, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"]
+    policy.save()
+    backup_now(run_here, policy)
+    moment = two_writes(fleet, policy)
+
+    job = run_here(jobs.create("pitr.drill", target=policy.target, params={"target_at": moment.isoformat()}, send=False))
+
+    run = PitrDrillRun.objects.get(job=job)
+    assert job.state == Job.State.FAILED and run.passed is False
+    assert run.verification["smoke"][0]["rows"] == 1
+    refused = run.verification["smoke"][1]
+    assert refused["rows"] is None and "calls pg_terminate_backend, which can do more than read" in refused["error"]
+    assert "smoke query" in run.reason and leftovers(drill_dir) == []
