@@ -2,6 +2,9 @@
 backfills, and jobs including tenants.migrate); "Migrate all to head" shows what it will do on a
 target and runs only once confirmed, never past the staged revisions."""
 
+import re
+
+import pytest
 from django.urls import reverse
 
 from console.models import Job
@@ -53,3 +56,27 @@ def test_it_shows_what_migrate_all_does_and_runs_it_only_once_confirmed(transact
         with superuser(fleet) as conn:
             for tenant in (behind, current):
                 conn.execute(f'DROP SCHEMA IF EXISTS "{tenant.schema_name}" CASCADE')
+
+
+@pytest.mark.browser
+def test_it_asks_for_confirmation_of_migrate_all_in_the_browser(page, users, demo_targets, artifacts, fleet):
+    from playwright.sync_api import expect
+
+    from tests.console.test_browser import _log_in
+
+    primary = demo_targets["demo-primary"]
+    behind = _old_tenant(primary, unique_slug("web_behind"))
+    try:
+        _log_in(page, "operator")
+        page.goto(reverse("tenants"))
+        page.select_option("#migrate-form select", label="demo-primary")
+        page.click("#migrate-form button")
+        expect(page.locator("#migrate-all-plan h2")).to_contain_text("1 of 1 tenant(s) to 0003")
+        expect(page.locator("#migrate-all-units tr[data-moves='yes']")).to_contain_text(behind.slug)
+        page.screenshot(path=str(artifacts / "migrate-all-confirm.png"), full_page=True)
+        page.click("#migrate-all-button")
+        expect(page).to_have_url(re.compile(r"/jobs/\d+/$"))
+        assert Job.objects.filter(kind=runners.MIGRATE, target=primary).count() == 1
+    finally:
+        with superuser(fleet) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{behind.schema_name}" CASCADE')
