@@ -13,6 +13,7 @@ import pytest
 from django.urls import reverse
 
 from monitors.drills.physical import PhysicalBackupPolicy
+from tests.monitors.test_pitr import drill_dir, marks, policy  # noqa: F401  (fixtures: the suite's stanza)
 
 SECRET_LINE = "127.0.0.1:5432:*:fleet_owner:Pgpass-Secret-77"
 
@@ -147,3 +148,24 @@ def test_it_refuses_the_physical_policy_form_to_a_viewer_and_for_a_missing_targe
                                     _form(fleet)).status_code == 403
     assert client_as("operator").post(reverse("physical-policy", args=[999999]), _form(fleet)).status_code == 404
     assert not PhysicalBackupPolicy.objects.exists()
+
+
+@pytest.mark.xfail(strict=True, reason="attack finding 15")
+def test_it_runs_no_command_an_operator_put_in_the_drill_servers_settings(transactional_db, fleet, run_here, marks,
+                                                                          drill_dir, policy):
+    """End to end: the setting is stored as the form takes it; a real backup and PITR drill follow."""
+    from console import jobs
+    from tests.monitors.test_pitr import backup_now, two_writes
+
+    marker = Path(tempfile.gettempdir()) / f"attack-recovery-end-{os.getpid()}-{policy.pk}"
+    marker.unlink(missing_ok=True)
+    PhysicalBackupPolicy.objects.filter(pk=policy.pk).update(
+        server_settings={"recovery_end_command": f"touch {marker}"})
+    backup_now(run_here, policy)
+    moment = two_writes(fleet, policy)
+
+    run_here(jobs.create("pitr.drill", target=policy.target, params={"target_at": moment.isoformat()}, send=False))
+
+    ran = marker.exists()
+    marker.unlink(missing_ok=True)
+    assert not ran, "the drill's server ran the operator's recovery_end_command on the worker's host"
