@@ -34,22 +34,30 @@ MIGRATION_JOBS = Q(kind__startswith="migrations.") | Q(kind="tenants.migrate")
 def migration_list(request):
     """Every migration-like thing: the application's staged changes, rollouts, console-authored
     changes, backfills, and the jobs of them all (tenants.migrate included)."""
-    staged = [{"change": c, "at": rollouts.tenants_at(c)} for c in rollouts.staged_changes()]
+    try:
+        staged = [{"change": c, "at": rollouts.tenants_at(c)} for c in rollouts.staged_changes()]
+        release, head, app_error = onboarding.release_revision(), migrator.head(), ""
+    except migrator.MigratorError as exc:  # e.g. several heads: said here, the rest of the page still shown
+        staged, release, head, app_error = [], "", "", str(exc)
     return render(request, "migrations_ui/migration_list.html", {
-        "staged": staged,
+        "staged": staged, "app_error": app_error,
         "rollouts": Rollout.objects.select_related("job", "requested_by")[:20],
         "changes": Change.objects.select_related("target", "requested_by")[:50],
         "backfills": Backfill.objects.select_related("target", "job")[:20],
         "jobs": Job.objects.filter(MIGRATION_JOBS).select_related("target", "tenant", "requested_by")[:50],
-        "release": onboarding.release_revision(), "head": migrator.head(),
+        "release": release, "head": head,
     })
 
 
 def migrate_all(request):
     """What "Migrate all to head" will do on a target, and its confirmation (it posts to tenants-migrate)."""
     form = MigrateForm(request.GET or None)
-    plan = rollouts.migrate_all_plan(form.cleaned_data["target"]) if form.is_valid() else None
-    return render(request, "migrations_ui/migrate_all.html", {"form": form, "plan": plan})
+    plan, app_error = None, ""
+    try:
+        plan = rollouts.migrate_all_plan(form.cleaned_data["target"]) if form.is_valid() else None
+    except migrator.MigratorError as exc:
+        app_error = str(exc)
+    return render(request, "migrations_ui/migrate_all.html", {"form": form, "plan": plan, "app_error": app_error})
 
 
 # Backfills: pages read the console DB only; running one checks it against the target first.
@@ -274,15 +282,26 @@ def app_plan(request):
 # The application's staged changes: rollouts of each stage over the tenants, a live grid.
 
 
+class _AppUnreadable(Exception):
+    pass
+
+
 def _staged_change_or_404(name: str) -> rollouts.StagedChange:
-    change = rollouts.staged_change(name)
+    try:
+        change = rollouts.staged_change(name)
+    except migrator.MigratorError as exc:
+        raise _AppUnreadable(str(exc)) from None
     if change is None:
         raise Http404(f"The application has no staged change {name!r}.")
     return change
 
 
 def staged_change(request, name):
-    change = _staged_change_or_404(name)
+    try:
+        change = _staged_change_or_404(name)
+    except _AppUnreadable as exc:
+        messages.error(request, f"The application's revisions cannot be read: {exc}")
+        return redirect("migrations")
     stages, rows = rollouts.grid(change)
     live = any(stage["rollout"] is not None and stage["rollout"].is_live for stage in stages)  # as read for the page
     context = {"change": change, "stages": stages, "rows": rows, "live": live,
@@ -306,13 +325,13 @@ def _wave_sizes(text: str) -> list[int]:
 @require_POST
 @action("migrations.rollout_request", OPERATOR)
 def rollout_request(request, name, stage):
-    change = _staged_change_or_404(name)
     try:
+        change = _staged_change_or_404(name)
         parallelism = int(request.POST.get("parallelism") or 4)
         rollout = rollouts.request(change, stage, request.user, canary=request.POST.get("canary", ""),
                                    wave_sizes=_wave_sizes(request.POST.get("waves", "")), parallelism=parallelism,
                                    http_request=request)
-    except (rollouts.RolloutRefused, ValueError) as exc:
+    except (rollouts.RolloutRefused, ValueError, _AppUnreadable, migrator.MigratorError) as exc:
         audit.record(request, "migrations.rollout_request", outcome="failed",
                      detail={"change": name, "stage": stage, "reason": str(exc)[:500]})
         messages.error(request, f"Rollout of {stage} not requested: {exc}")

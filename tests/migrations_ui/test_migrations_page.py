@@ -80,3 +80,26 @@ def test_it_asks_for_confirmation_of_migrate_all_in_the_browser(page, users, dem
     finally:
         with superuser(fleet) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{behind.schema_name}" CASCADE')
+
+
+def test_it_says_why_the_staged_changes_cannot_be_listed_when_the_application_has_two_heads(client_as, tmp_path):
+    import shutil
+
+    from django.test import override_settings
+
+    from tenants import migrator
+
+    app = tmp_path / "app_schema"
+    shutil.copytree(migrator.settings.TENANT_ALEMBIC_SCRIPT_LOCATION, app, ignore=shutil.ignore_patterns("__pycache__"))
+    (app / "versions" / "0100_branch.py").write_text(
+        'revision, down_revision, branch_labels, depends_on = "0100", "0003", None, None\n'
+        "def upgrade():\n    pass\n")
+    migrator.script_directory.cache_clear()
+    try:
+        with override_settings(TENANT_ALEMBIC_SCRIPT_LOCATION=str(app)):
+            response = client_as("viewer").get(reverse("migrations"))
+    finally:
+        migrator.script_directory.cache_clear()
+    page = response.content.decode()
+    assert response.status_code == 200 and 'id="app-error"' in page and "2 heads" in page and "alembic merge" in page
+    assert 'id="migration-jobs"' in page
