@@ -106,10 +106,15 @@ class StagedRevision:
 
 
 def chain() -> list:
-    """The revisions from the base to the head, in the order they run (one head only)."""
-    head()
-    with _lock:
-        return list(reversed(list(script_directory().walk_revisions())))
+    """The revisions from the base to the head, in the order they run (one head only); walked once
+    per loaded script directory (pages ask for it per tenant and stage)."""
+    script = script_directory()
+    walked = getattr(script, "_fleet_chain", None)
+    if walked is None:
+        head()
+        with _lock:
+            walked = script._fleet_chain = tuple(reversed(list(script.walk_revisions())))
+    return list(walked)
 
 
 def staged_revision(script) -> StagedRevision | None:
