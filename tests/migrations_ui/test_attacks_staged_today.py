@@ -159,3 +159,22 @@ def test_it_refuses_a_retry_of_a_rollout_whose_sql_changed_since_its_approval(te
 
     assert job.state == Job.State.FAILED and "not what was approved" in job.error
     assert [_version(t) for t in tenants] == ["0003"] * 3
+
+
+@pytest.mark.xfail(strict=True, reason="attack finding 17")
+def test_it_refuses_a_rollout_request_from_the_shell_in_the_name_of_a_user_without_the_operator_role(tenants, users):
+    for name in ("viewer", "approver"):
+        with pytest.raises(CommandError, match="operator"):
+            call_command("rollout", "request", STATUS, "expand", "--user", name)
+    assert not Rollout.objects.exists() and not Approval.objects.exists()
+
+
+def test_it_refuses_hostile_rollout_requests_from_the_shell_recording_nothing(tenants, users):
+    for args in (["no_such_change", "expand"], [STATUS, "nope"], [STATUS, "expand", "--waves", "0"],
+                 [STATUS, "expand", "--waves", "x"], [STATUS, "expand", "--parallelism", "0"],
+                 [STATUS, "expand", "--canary", "demo-primary/nobody"]):
+        with pytest.raises(CommandError):
+            call_command("rollout", "request", *args, "--user", "operator")
+    with pytest.raises(CommandError, match="no active user"):
+        call_command("rollout", "request", STATUS, "expand", "--user", "operator' OR '1'='1")
+    assert not Rollout.objects.exists() and not Approval.objects.exists()
