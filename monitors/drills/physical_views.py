@@ -89,7 +89,13 @@ def start_drill(request, target_id):
         if moment > timezone.now():
             messages.error(request, "Not started: the moment to recover to is in the future.")
             return redirect("physical-backups", target_id)
-        params["target_at"] = moment.isoformat()
+        oldest = (PhysicalBackup.objects.filter(target=policy.target, expired_at__isnull=True)
+                  .order_by("stopped_at").values_list("stopped_at", flat=True).first())
+        if oldest is None or moment < oldest:  # recovery can only start from a backup that ended before it
+            since = f"the oldest ended {oldest:%Y-%m-%d %H:%M:%S} UTC" if oldest else "there is none yet: take one first"
+            messages.error(request, f"Not started: no physical backup is older than that moment ({since}).")
+            return redirect("physical-backups", target_id)
+        params["target_at"] = moment.astimezone(dt_timezone.utc).isoformat()
     job = jobs.create("pitr.drill", user=request.user, target=policy.target, params=params)
     audit.record(request, "pitr.drill", job, detail={"target": policy.target.name, **params})
     return redirect(job)

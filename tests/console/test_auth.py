@@ -95,6 +95,9 @@ def _action_requests(subjects):
         "drills.run": ("post", "/drills/run/", {"target": ""}),
         "drills.policy_save": ("post", "/drills/policies/new/", {"target": ""}),
         "drills.drill_backup": ("post", "/drills/backups/999999/drill/", {}),
+        "pitr.policy_save": ("post", f"/fleet/targets/{target.pk}/physical-backups/policy/", {"stanza": ""}),
+        "pitr.backup": ("post", "/fleet/targets/999999/physical-backups/backup/", {"type": "full"}),
+        "pitr.drill": ("post", "/fleet/targets/999999/physical-backups/drill/", {}),
     }
 
 
@@ -111,6 +114,7 @@ EXPECTED_ROLE = {
     "migrations.stage_request": "operator", "migrations.rollout_request": "operator",
     "migrations.rollout_control": "operator",
     "drills.run": "operator", "drills.policy_save": "operator", "drills.drill_backup": "operator",
+    "pitr.policy_save": "operator", "pitr.backup": "operator", "pitr.drill": "operator",
 }
 
 
