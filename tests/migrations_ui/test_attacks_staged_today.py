@@ -161,7 +161,6 @@ def test_it_refuses_a_retry_of_a_rollout_whose_sql_changed_since_its_approval(te
     assert [_version(t) for t in tenants] == ["0003"] * 3
 
 
-@pytest.mark.xfail(strict=True, reason="attack finding 17")
 def test_it_refuses_a_rollout_request_from_the_shell_in_the_name_of_a_user_without_the_operator_role(tenants, users):
     for name in ("viewer", "approver"):
         with pytest.raises(CommandError, match="operator"):

@@ -5,6 +5,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from console.models import Job
+from console.roles import OPERATOR, has_role
 from migrations_ui import changes, plans
 from migrations_ui.models import Change
 
@@ -46,6 +47,8 @@ class Command(BaseCommand):
         user = get_user_model().objects.filter(username=opts["user"], is_active=True).first()
         if user is None:
             raise CommandError(f"no active user {opts['user']!r}")
+        if not has_role(user, OPERATOR):  # as on the page (migrations.stage_request, an operator's)
+            raise CommandError(f"{user.get_username()} is not an operator (migrations.stage_request): nothing requested")
         try:
             approval = changes.request_stage_approval(change, opts["stage"], user)
         except changes.ChangeRefused as exc:
