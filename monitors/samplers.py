@@ -189,7 +189,6 @@ def sample_fast(target: Target, shared: Shared | None = None) -> bool:
         latency_ms = (time.perf_counter() - started) * 1000
         limits = activity.limits(conn)
         rows = activity.sessions(conn)
-        load = activity.load(conn)
         in_recovery = limits["in_recovery"]
         if in_recovery:
             standby = replication.standby_status(conn)
@@ -204,7 +203,7 @@ def sample_fast(target: Target, shared: Shared | None = None) -> bool:
     state.update(summarize_replication(standby, standbys, primary_view(target) if in_recovery else None))
     now = timezone.now()
     tps = series.rate(shared.xact_before.get(target.pk), limits["xact_total"], now)
-    state.update(load, tps=tps, sampled_at=now, sample_error="")
+    state.update({name: limits[name] for name in activity.LOAD_FIELDS}, tps=tps, sampled_at=now, sample_error="")
     if not TargetState.objects.filter(target=target).update(**state):  # one statement, but the first time
         TargetState.objects.update_or_create(target=target, defaults=state)
     by_state = state["connections_by_state"]

@@ -18,20 +18,16 @@ SESSIONS = text(
     """
 )
 
+# The server's limits and counters, and what the overview shows of its load besides its sessions:
+# one round trip.
 LIMITS = text(
     """
     SELECT current_setting('max_connections')::int AS max_connections,
            current_setting('superuser_reserved_connections')::int AS reserved_connections,
            current_setting('server_version') AS server_version,
            pg_is_in_recovery() AS in_recovery,
-           (SELECT sum(xact_commit + xact_rollback) FROM pg_stat_database)::float8 AS xact_total
-    """
-)
-
-# What the overview shows of a target's load, besides its sessions and transaction counters.
-LOAD = text(
-    """
-    SELECT (SELECT max(EXTRACT(EPOCH FROM now() - xact_start))::float8 FROM pg_stat_activity
+           (SELECT sum(xact_commit + xact_rollback) FROM pg_stat_database)::float8 AS xact_total,
+           (SELECT max(EXTRACT(EPOCH FROM now() - xact_start))::float8 FROM pg_stat_activity
              WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()) AS oldest_xact_s,
            (SELECT 100.0 * blks_hit / nullif(blks_hit + blks_read, 0) FROM pg_stat_database
              WHERE datname = current_database())::float8 AS cache_hit_pct,
@@ -40,6 +36,7 @@ LOAD = text(
            pg_postmaster_start_time() AS server_started_at
     """
 )
+LOAD_FIELDS = ("oldest_xact_s", "cache_hit_pct", "database_size_bytes", "xid_age_pct", "server_started_at")
 
 
 def sessions(conn: Connection, query_chars: int = 2000) -> list[dict]:
@@ -48,10 +45,6 @@ def sessions(conn: Connection, query_chars: int = 2000) -> list[dict]:
 
 def limits(conn: Connection) -> dict:
     return dict(conn.execute(LIMITS).mappings().one())
-
-
-def load(conn: Connection) -> dict:
-    return dict(conn.execute(LOAD).mappings().one())
 
 
 def cancel(conn: Connection, pid: int) -> bool:
