@@ -102,3 +102,21 @@ def test_it_keeps_the_physical_pages_up_after_a_pitr_drill_to_year_1_with_an_off
     viewer = client_as("viewer")
     for url in (reverse("physical-list"), reverse("physical-backups", args=[policy.target_id]), reverse("jobs")):
         assert viewer.get(url).status_code == 200, url
+
+
+@pytest.mark.xfail(strict=True, reason="attack finding 19")
+def test_it_names_no_tenant_to_someone_not_logged_in_on_metrics(demo_targets):
+    from django.test import Client
+    from django.utils import timezone
+
+    from tenants.models import Tenant
+
+    primary = demo_targets["demo-primary"]
+    tenant = Tenant.objects.create(slug="acme_secret_customer", name="Acme", target=primary,
+                                   strategy=Tenant.Strategy.SCHEMA)
+    Backup.objects.create(target=primary, database="demo", tenant=tenant, schema=tenant.schema_name,
+                          state=Backup.State.DONE, snapshot_at=timezone.now(), size_bytes=1)
+
+    body = Client().get("/metrics").content.decode()  # no login: Prometheus scrapes it
+
+    assert "acme_secret_customer" not in body
