@@ -169,3 +169,22 @@ def test_it_runs_no_command_an_operator_put_in_the_drill_servers_settings(transa
     ran = marker.exists()
     marker.unlink(missing_ok=True)
     assert not ran, "the drill's server ran the operator's recovery_end_command on the worker's host"
+
+
+@pytest.mark.xfail(strict=True, reason="attack finding 20")
+@pytest.mark.parametrize("changes", [{"retention_full": "1"}, {"retention_diff": "1"}], ids=["full", "diff"])
+def test_it_waits_for_another_approver_before_pgbackrest_keeps_fewer_backups(changes, demo_targets, fleet, client_as):
+    """As for a logical policy's retention (four eyes): an operator alone cannot lower what pgBackRest
+    keeps, which its expire removes right after the next backup."""
+    from console.models import Approval
+
+    target = demo_targets["demo-primary"]
+    url = reverse("physical-policy", args=[target.pk])
+    client_as("operator").post(url, _form(fleet, retention_full="3", retention_diff="3"))
+    assert PhysicalBackupPolicy.objects.get().retention_full == 3
+
+    client_as("operator").post(url, _form(fleet, **{"retention_full": "3", "retention_diff": "3", **changes}))
+
+    policy = PhysicalBackupPolicy.objects.get()
+    assert (policy.retention_full, policy.retention_diff) == (3, 3), "lowered at once, by the operator alone"
+    assert Approval.objects.filter(decision=Approval.Decision.PENDING).exists()
