@@ -188,3 +188,14 @@ def test_it_waits_for_another_approver_before_pgbackrest_keeps_fewer_backups(cha
     policy = PhysicalBackupPolicy.objects.get()
     assert (policy.retention_full, policy.retention_diff) == (3, 3), "lowered at once, by the operator alone"
     assert Approval.objects.filter(decision=Approval.Decision.PENDING).exists()
+
+
+@pytest.mark.xfail(strict=True, reason="attack finding 21")
+@pytest.mark.parametrize("other", ["demo-scratch", "demo-bouncer"])
+def test_it_refuses_another_servers_stanza_as_a_targets_physical_policy(other, demo_targets, fleet, client_as):
+    """Stanza demo is demo-primary's (its system identifier): named for another target, that target's
+    'drills' would restore demo-primary, and its retention would expire demo-primary's backups."""
+    response = client_as("operator").post(reverse("physical-policy", args=[demo_targets[other].pk]), _form(fleet))
+
+    assert _refused(response)
+    assert not PhysicalBackupPolicy.objects.exists()
