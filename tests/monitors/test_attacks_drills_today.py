@@ -120,3 +120,23 @@ def test_it_names_no_tenant_to_someone_not_logged_in_on_metrics(demo_targets):
     body = Client().get("/metrics").content.decode()  # no login: Prometheus scrapes it
 
     assert "acme_secret_customer" not in body
+
+
+@pytest.mark.xfail(strict=True, reason="attack finding 22")
+def test_it_schedules_and_alerts_nothing_for_the_policy_of_an_offboarded_tenant(demo_targets, tmp_path):
+    from django.utils import timezone
+
+    from monitors.drills import alerts
+    from tenants.models import Tenant
+
+    primary = demo_targets["demo-primary"]
+    tenant = Tenant.objects.create(slug="gone_customer", name="Gone", target=primary, strategy=Tenant.Strategy.SCHEMA,
+                                   state=Tenant.State.ARCHIVED)  # offboarded: its schema is dropped
+    BackupPolicy.objects.create(target=primary, database="demo", tenant=tenant, every_hours=1,
+                                destination=str(tmp_path))
+
+    started = backups.schedule_due(timezone.now())
+    raised = alerts.wanted([primary.pk], timezone.now()).get(primary.pk, {})
+
+    assert not Job.objects.filter(pk__in=started, tenant=tenant).exists(), "a backup of a dropped schema, every hour"
+    assert not [m for m in raised if "gone_customer" in str(raised[m])], raised
