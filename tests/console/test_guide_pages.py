@@ -3,6 +3,8 @@ that state: a target's activity with a lock wait and its root blocker, an EXPLAI
 alerts with their thresholds, the audit filtered by a tenant, the Migrations page. Each test checks
 what the page says, then takes the screenshot the guide uses (scripts/guide_screenshots.sh)."""
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
@@ -102,3 +104,30 @@ def test_it_sorts_the_tenant_list_by_a_header_in_the_browser(page, users, demo_t
     assert slugs == ["globex", "acme", "umbrella", "hooli"]  # the target filter kept; no figures sort last
     expect(page.locator("tr[data-tenant='umbrella']")).not_to_contain_text("4.8 MB")  # archived: no stale size
     page.screenshot(path=str(artifacts / "tenant-list-sorted.png"), full_page=True)
+
+
+def test_it_links_a_jobs_page_to_what_the_job_made(page, users, demo_targets, artifacts):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from console.models import Job
+    from monitors.drills.models import Backup, DrillRun
+
+    primary, taken = demo_targets["demo-primary"], timezone.now() - timedelta(minutes=5)
+    job = Job.objects.create(kind="drills.backup_and_drill", target=primary, state=Job.State.SUCCEEDED,
+                             progress_done=2, progress_total=2, started_at=taken, finished_at=taken + timedelta(seconds=40))
+    backup = Backup.objects.create(target=primary, database="demo", job=job, state=Backup.State.DONE, snapshot_at=taken,
+                                   verified_at=taken + timedelta(seconds=38))
+    run = DrillRun.objects.create(backup=backup, job=job, started_at=taken + timedelta(seconds=10), passed=True,
+                                  rto_s=28.0, rpo_s=10.0, verified_at=taken + timedelta(seconds=38),
+                                  finished_at=taken + timedelta(seconds=40))
+    _log_in(page, "operator")
+    page.goto(f"/jobs/{job.pk}/")
+
+    links = page.locator("dd.links a")
+    expect(links).to_have_text([f"Drill run #{run.pk}", f"Backup #{backup.pk} of demo"])
+    links.first.click()
+    expect(page).to_have_url(re.compile(rf"/drills/runs/{run.pk}/$"))
+    page.go_back()
+    page.screenshot(path=str(artifacts / "job-links.png"), full_page=True)
