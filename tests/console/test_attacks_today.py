@@ -478,3 +478,9 @@ def test_it_answers_404_for_live_fragments_of_runs_that_do_not_exist(client_as):
     viewer = client_as("viewer")
     for url in (reverse("drill-run-detail", args=[999999]), reverse("pitr-drill", args=[999999])):
         assert viewer.get(url, {"fragment": "live"}, headers={"HX-Request": "true"}).status_code == 404
+
+
+@pytest.mark.parametrize("tenant", ["abc", "1 OR 1=1", "99999999999999999999", "-1", "<script>", ""])
+def test_it_shows_the_new_policy_form_whatever_tenant_the_link_names(tenant, db, client_as):
+    response = client_as("operator").get(reverse("drill-policy-new"), {"tenant": tenant})
+    assert response.status_code == 200 and "<script>" not in response.content.decode().split("<main")[-1]
