@@ -484,3 +484,16 @@ def test_it_answers_404_for_live_fragments_of_runs_that_do_not_exist(client_as):
 def test_it_shows_the_new_policy_form_whatever_tenant_the_link_names(tenant, db, client_as):
     response = client_as("operator").get(reverse("drill-policy-new"), {"tenant": tenant})
     assert response.status_code == 200 and "<script>" not in response.content.decode().split("<main")[-1]
+
+
+@pytest.mark.parametrize("sort", ["name", "role", "status", "pool", "tps", "sessions", "longest_query", "oldest_xact",
+                                  "cache_hit", "size", "xid_age", "version", "uptime", "connections", "lag", "slow",
+                                  "alerts", "-name", "bogus", "__class__", "\u202ename", "x" * 5000])
+def test_it_sorts_the_fleet_overview_by_any_column_of_targets_never_sampled(sort, demo_targets, client_as):
+    from console.models import Target
+
+    Target.objects.create(name="never-sampled", role=Target.Role.PRIMARY, host="127.0.0.1", port=1, dbname="demo",
+                          username="fleet_monitor", password_env="FLEET_MONITOR_PASSWORD")
+    for page in ("1", "-1", "abc", "99999999999999999999"):
+        response = client_as("viewer").get(reverse("fleet"), {"sort": sort, "page": page})
+        assert response.status_code == 200, (sort, page)
