@@ -122,6 +122,9 @@ def test_it_links_a_jobs_page_to_what_the_job_made(page, users, demo_targets, ar
     run = DrillRun.objects.create(backup=backup, job=job, started_at=taken + timedelta(seconds=10), passed=True,
                                   rto_s=28.0, rpo_s=10.0, verified_at=taken + timedelta(seconds=38),
                                   finished_at=taken + timedelta(seconds=40))
+    for at_s, message in ((0, f"backup #{backup.pk} of demo-primary/demo taken"),
+                          (40, f"drill #{run.pk} passed: RTO 28.0 s, RPO 10.0 s; scratch database dropped")):
+        job.log_lines.create(at=taken + timedelta(seconds=at_s), message=message)
     _log_in(page, "operator")
     page.goto(f"/jobs/{job.pk}/")
 
