@@ -177,3 +177,12 @@ def test_it_refuses_hostile_rollout_requests_from_the_shell_recording_nothing(te
     with pytest.raises(CommandError, match="no active user"):
         call_command("rollout", "request", STATUS, "expand", "--user", "operator' OR '1'='1")
     assert not Rollout.objects.exists() and not Approval.objects.exists()
+
+
+@pytest.mark.xfail(strict=True, reason="attack finding 23")
+@pytest.mark.parametrize("backfill", ["NULL", "NULL::text"])
+def test_it_refuses_a_null_backfill_for_a_not_null_column_writing_no_file(backfill, tmp_path):
+    with pytest.raises(CommandError, match="NULL"):
+        call_command("staged_revision", "add_not_null_column", "documents", "status", "--type", "text",
+                     "--backfill", backfill, "--versions-dir", str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
