@@ -32,7 +32,7 @@ SHOTS=(
   tenant-live-active job-running jobs-live-succeeded approvals approval-detail audit migrations app-plan
   change-plan backfill-done drill-list drill-run job-links migrate-all-confirm rollout-requested rollout-approval
   rollout-expand rollout-contract migrations-after-rollout drill-policy drill-backups drill-policy-form
-  drill-policy-retention-asked drill-tenant pitr-physical-list pitr-physical-backups pitr-drill-run pitr-policy-form
+  drill-policy-retention-asked drill-tenant drill-overdue pitr-physical-list pitr-physical-backups pitr-drill-run pitr-policy-form
 )
 
 started=$(mktemp)

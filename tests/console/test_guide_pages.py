@@ -1,7 +1,8 @@
 """Pages the operator guide (docs/operator-guide.md) shows and no other browser test draws in
 that state: a target's activity with a lock wait and its root blocker, an EXPLAIN plan, open
-alerts with their thresholds, the audit filtered by a tenant, the Migrations page. Each test checks
-what the page says, then takes the screenshot the guide uses (scripts/guide_screenshots.sh)."""
+alerts with their thresholds, the audit filtered by a tenant, the Migrations page, a job page linking
+to what the job made, an overdue backup policy with its alerts. Each test checks what the page says,
+then takes the screenshot the guide uses (scripts/guide_screenshots.sh)."""
 
 import re
 
@@ -134,3 +135,38 @@ def test_it_links_a_jobs_page_to_what_the_job_made(page, users, demo_targets, ar
     expect(page).to_have_url(re.compile(rf"/drills/runs/{run.pk}/$"))
     page.go_back()
     page.screenshot(path=str(artifacts / "job-links.png"), full_page=True)
+
+
+def test_it_shows_an_overdue_backup_policy_and_its_backup_alerts(page, users, demo_targets, artifacts):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from monitors import alerts
+    from monitors.drills.models import Backup, BackupPolicy, DrillRun
+
+    primary, now = demo_targets["demo-primary"], timezone.now()
+    policy = BackupPolicy.objects.create(target=primary, database="demo", every_hours=24, keep_count=7,
+                                         scheduled_at=now - timedelta(hours=30))
+    for hours_ago, verified in ((24 * 8, True), (30, False)):  # the last drill 8 days ago, the last backup 30 h ago
+        taken = now - timedelta(hours=hours_ago)
+        backup = Backup.objects.create(policy=policy, target=primary, database="demo", state=Backup.State.DONE,
+                                       snapshot_at=taken, size_bytes=290_000,
+                                       verified_at=taken + timedelta(minutes=2) if verified else None)
+        if verified:
+            DrillRun.objects.create(backup=backup, started_at=taken + timedelta(seconds=50), passed=True, rto_s=70.0,
+                                    rpo_s=50.0, verified_at=taken + timedelta(minutes=2),
+                                    finished_at=taken + timedelta(minutes=2))
+    alerts.evaluate([primary])
+    opened = {a.metric: a.level for a in Alert.open().filter(target=primary)}
+    assert opened == {"backup_age:demo": "warning", "verified_backup_age:demo": "critical"}
+    _log_in(page, "operator")
+    page.goto("/drills/")
+
+    row = page.locator("tr[data-policy='demo-primary/demo']")
+    expect(row.locator(".overdue")).to_have_text("overdue")
+    expect(row).to_contain_text("no backup in the last 26 h")
+    expect(row).to_contain_text("no verified backup in the last 7 days")
+    expect(row).to_contain_text("passed")  # the last drill, 8 days ago
+    expect(page.locator("header")).to_contain_text("1 critical")
+    page.screenshot(path=str(artifacts / "drill-overdue.png"), full_page=True)
