@@ -5,7 +5,8 @@ validate, contract): each stage requested as a rollout over every active tenant 
 smallest, alone; then waves of 10 and 50, TENANT_PARALLELISM at a time on the target's pooled
 connections), approved by a second user against the digest of its SQL and tenant set, and run as
 the `migrations.rollout` job by `jobs.execute` (what a worker does): each tenant one run of the
-migrator to the stage's revision, its alembic_version moved, a cell and a checkpoint written.
+migrator to the stage's revision (the backfill stage: the backfill engine's batches, checkpointed,
+then the revision stamped), its alembic_version moved, a cell and a checkpoint written.
 
 The tenants are onboarded first (to 0003, the staged revisions pending) and given
 DOCUMENTS_PER_TENANT documents each, so the backfill has rows to set and VALIDATE rows to read.

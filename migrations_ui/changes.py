@@ -217,9 +217,8 @@ def stage_backfill(change: Change, job) -> Backfill:
 
     spec = change.backfill_spec()
     backfill, _made = Backfill.objects.get_or_create(job=job, defaults={
-        "target": change.target, "database": change.database, "schema": spec.schema, "table": spec.table,
-        "pk_column": spec.pk, "set_column": spec.column, "set_expression": spec.set_sql, "where": spec.where_sql,
-        "requested_by": job.requested_by, **services.limits_from_settings(),
+        "target": change.target, "database": change.database, "requested_by": job.requested_by,
+        **services.fields_of(spec),
     })
     return backfill
 

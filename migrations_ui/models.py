@@ -223,6 +223,9 @@ class RolloutTenant(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.FloatField(null=True, blank=True)
     error = models.TextField(blank=True)
+    # A backfill stage: this tenant's run of the backfill engine (its live rows, rate, checkpoint).
+    backfill = models.OneToOneField(Backfill, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="rollout_cell")
 
     class Meta:
         ordering = ["wave", "key"]

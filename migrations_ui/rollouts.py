@@ -10,7 +10,13 @@ since, or a tenant set that is not the same any more, voids it.
 
 Each tenant's stage is one run of the migrator to the stage's revision, in a session of its own:
 one transaction (the autocommit parts of VALIDATE and CREATE INDEX CONCURRENTLY apart), and its
-alembic_version says where it is, so `alembic current` agrees with the grid. The first failure
+alembic_version says where it is, so `alembic current` agrees with the grid. A backfill stage is
+the exception: the console runs it with the backfill engine (migrations_ui/services.py, the loop
+of standalone backfills and console-authored changes: batch size adapted to a target time, the
+health indicators checked between batches, the job throttled while one says Stop, a checkpoint
+after every batch, so a killed worker resumes mid-tenant, each row set once), one Backfill row
+per tenant (its rows done/total and rate on the grid), then stamps the revision in the tenant's
+version table; `alembic upgrade` outside the console runs the revision's own simple loop. The first failure
 stops the rollout: tenants not yet started are left untouched, those in flight finish. Pause,
 resume and abort are the job's (console/jobs.py); a paused or aborted rollout stops handing out
 tenants, so each is either fully at the stage or untouched. Retrying a failed rollout goes on
@@ -29,11 +35,12 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from console import approvals, audit, engines, fanout, jobs
-from console.jobs import JobContext
-from console.pg import backfill as pg_backfill
+from console.jobs import ClaimLost, JobCancelled, JobContext
 from console.models import Approval, AuditEvent, Job
-from migrations_ui.models import Rollout, RolloutTenant
-from tenants import migrator, onboarding
+from console.pg import tenancy
+from migrations_ui import services
+from migrations_ui.models import Backfill, Rollout, RolloutTenant
+from tenants import databases, migrator, onboarding
 from tenants.models import Tenant
 from tenants.runners import migration_units
 from tenants.services import error_text
@@ -255,20 +262,25 @@ def run(ctx: JobContext, rollout: Rollout) -> dict:
     ctx.set_total(len(units), "tenants")
     failed: list[str] = []
 
-    backfilled = _backfilled_table(rollout)
+    backfilled = _backfilled_change(rollout)
 
     def one(key: str) -> None:
         ctx.raise_if_stopped()  # a pause or an abort starts no further tenant
         unit, cell = units[key], cells[key]
-        if backfilled:
-            _hold_off_if_unhealthy(ctx, targets[unit["target_id"]], unit, backfilled, key)
         RolloutTenant.objects.filter(pk=cell.pk).update(state=RolloutTenant.State.RUNNING, started_at=timezone.now(),
                                                         error="")
         started = time.perf_counter()
         try:
-            before, after, _ms, _backend = onboarding.migrate_location(
-                targets[unit["target_id"]], unit["database"], unit["schema"], revision=rollout.revision,
-                expected_from=rollout.down_revision or None)
+            if backfilled is not None:
+                before, after = _backfill_tenant(_TenantContext(ctx, key, lock), rollout, backfilled,
+                                                 targets[unit["target_id"]], unit, cell)
+            else:
+                before, after, _ms, _backend = onboarding.migrate_location(
+                    targets[unit["target_id"]], unit["database"], unit["schema"], revision=rollout.revision,
+                    expected_from=rollout.down_revision or None)
+        except (ClaimLost, JobCancelled):  # throttled, paused, aborted: the tenant goes on from its checkpoint
+            RolloutTenant.objects.filter(pk=cell.pk).update(state=RolloutTenant.State.PENDING)
+            raise
         except Exception as exc:  # noqa: BLE001  (recorded on its cell; the rollout stops)
             message = error_text(Tenant(target=targets[unit["target_id"]]), exc)
             RolloutTenant.objects.filter(pk=cell.pk).update(
@@ -286,7 +298,8 @@ def run(ctx: JobContext, rollout: Rollout) -> dict:
 
         with lock:
             done = {**ctx.checkpoint_data.get("done", {}), key: after}
-            ctx.run_unit(record, len(done), {**ctx.checkpoint_data, "done": done})
+            backfills = {k: v for k, v in ctx.checkpoint_data.get("backfills", {}).items() if k != key}
+            ctx.run_unit(record, len(done), {**ctx.checkpoint_data, "done": done, "backfills": backfills})
         ctx.log(f"{key}: {'already at ' + after if before == after else f'{before} -> {after}'} ({elapsed_ms:.0f} ms)")
 
     for wave, keys in enumerate(rollout.waves):
@@ -309,24 +322,75 @@ def run(ctx: JobContext, rollout: Rollout) -> dict:
             "waves": len(rollout.waves)}
 
 
-def _backfilled_table(rollout: Rollout) -> str:
-    """The table a backfill stage writes to ('' for the other stages)."""
+def _backfilled_change(rollout: Rollout):
+    """The staged change whose backfill stage this rollout is (None for the other stages)."""
     staged = next((r for r in migrator.staged_revisions() if r.revision == rollout.revision), None)
-    stage = staged.change.stage("public", staged.stage) if staged is not None else None
-    return stage.backfill.table if stage is not None and stage.backfill is not None else ""
+    if staged is None or staged.change.stage("public", staged.stage).backfill is None:
+        return None
+    return staged.change
 
 
-def _hold_off_if_unhealthy(ctx: JobContext, target, unit: dict, table: str, key: str) -> None:
-    """Before a tenant's backfill, the backfill engine's health indicators (replica lag of the
-    target's standbys, sessions waiting on the table, vacuum on it; the monitor login): while one
-    says Stop the rollout throttles (back to the queue, no worker held, the reason on its page)
-    and resumes from its checkpoint, the tenants in hand finishing first."""
-    with engines.connect(target, database=unit["database"], statement_timeout_ms=2000) as conn:
-        health = pg_backfill.health(conn, unit["schema"], table)
-    reason = health.stop_reason(unit["schema"], table, max_replica_lag_s=settings.BACKFILL_MAX_REPLICA_LAG_S,
-                                max_lock_waiters=settings.BACKFILL_MAX_LOCK_WAITERS)
-    if reason:
-        ctx.throttle(f"before {key}: {reason}", settings.BACKFILL_THROTTLE_RETRY_S)
+class _TenantContext:
+    """The backfill engine's job context for one tenant of a rollout: the engine's checkpoint
+    (where its batches got to) is kept in the rollout job's, under `backfills` by tenant key, and
+    written with the rollout's own count of tenants done; throttle, pause, abort and the log are
+    the rollout job's (a throttle says which tenant)."""
+
+    def __init__(self, ctx: JobContext, key: str, lock: threading.Lock):
+        self._ctx, self._key, self._lock = ctx, key, lock
+        self.job = ctx.job
+
+    @property
+    def checkpoint_data(self) -> dict:
+        return self._ctx.checkpoint_data.get("backfills", {}).get(self._key, {})
+
+    def set_total(self, total: int, unit: str | None = None) -> None:
+        """The rollout counts tenants; this tenant's rows are its Backfill row's."""
+
+    def run_unit(self, work, done: int, data: dict | None = None) -> None:
+        with self._lock:
+            backfills = {**self._ctx.checkpoint_data.get("backfills", {}), self._key: dict(data or {})}
+            self._ctx.run_unit(work, self._ctx.job.progress_done, {**self._ctx.checkpoint_data, "backfills": backfills})
+
+    def raise_if_stopped(self) -> None:
+        self._ctx.raise_if_stopped()
+
+    def throttle(self, reason: str, retry_after_s: float) -> None:
+        self._ctx.throttle(f"{self._key}: {reason}", retry_after_s)
+
+    def log(self, message: str, level: str = "info") -> None:
+        self._ctx.log(f"{self._key}: {message}", level)
+
+
+def _backfill_tenant(ctx: _TenantContext, rollout: Rollout, change, target, unit: dict,
+                     cell: RolloutTenant) -> tuple[str, str]:
+    """The backfill stage on one tenant: the backfill engine's batches over its table (from its
+    checkpoint), then the stage's revision stamped in its version table. (version before, after)."""
+    schema = unit["schema"]
+    with engines.connect(target, credential="change", database=unit["database"], rollback=True) as conn:
+        before = migrator.current_version(conn, schema)
+    if not migrator.to_run(before, schema, rollout.revision, rollout.down_revision or None):
+        return before, before
+    backfill = _tenant_backfill(rollout, change, target, unit, cell)
+    services.run_backfill(ctx, backfill)
+    with databases.session(target, unit["database"],
+                           statement_timeout_ms=settings.TENANT_MIGRATE_STATEMENT_TIMEOUT_MS) as conn:
+        tenancy.lock_session(conn, f"{schema}:migrate")
+        _before, after = migrator.stamp(conn, schema, rollout.revision, rollout.down_revision)
+    return before, after
+
+
+def _tenant_backfill(rollout: Rollout, change, target, unit: dict, cell: RolloutTenant) -> Backfill:
+    """This tenant's Backfill row (its progress and its key on the target), made once per cell."""
+    if cell.backfill_id:
+        return Backfill.objects.select_related("target").get(pk=cell.backfill_id)
+    spec = change.backfill_spec(unit["schema"])
+    with transaction.atomic():
+        backfill = Backfill.objects.create(target=target, database=unit["database"] or "",
+                                           requested_by=rollout.job.requested_by, **services.fields_of(spec))
+        RolloutTenant.objects.filter(pk=cell.pk).update(backfill=backfill)
+    cell.backfill_id = backfill.pk
+    return backfill
 
 
 def _targets(rollout: Rollout):
@@ -372,6 +436,18 @@ class Cell:
     error: str = ""
     rollout: Rollout | None = None
     wave: int | None = None  # 0: the canary
+    backfill: Backfill | None = None  # a backfill stage's run on this tenant
+
+    @property
+    def rows(self) -> str:
+        """A backfill stage's rows done/total (and rows per second while it runs), '' otherwise."""
+        backfill = self.backfill
+        if backfill is None:
+            return ""
+        text = f"{backfill.rows_done:,}/{backfill.rows_total:,} rows" if backfill.rows_total is not None \
+            else f"{backfill.rows_done:,} rows"
+        rates = backfill.rates() if self.state == RolloutTenant.State.RUNNING else []
+        return f"{text}, {rates[-1][1]:,.0f} rows/s" if rates else text
 
     @property
     def wave_label(self) -> str:
@@ -392,7 +468,8 @@ def grid(change: StagedChange) -> tuple[list[dict], list[dict]]:
         stages.append({"staged": staged, "rollout": latest,
                        "approval": approvals.latest(ROLLOUT_APPROVAL, latest) if latest else None})
     cells: dict[tuple[str, str], RolloutTenant] = {}
-    for cell in RolloutTenant.objects.filter(rollout__in=[s["rollout"] for s in stages if s["rollout"]]):
+    for cell in RolloutTenant.objects.filter(rollout__in=[s["rollout"] for s in stages if s["rollout"]]) \
+            .select_related("backfill"):
         cells[(cell.rollout_id, cell.key)] = cell
     rows = []
     for unit in resolve():
@@ -402,12 +479,13 @@ def grid(change: StagedChange) -> tuple[list[dict], list[dict]]:
             cell = cells.get((rollout.pk, unit["key"])) if rollout else None
             if cell is not None and cell.state != RolloutTenant.State.PENDING:
                 row["cells"].append(Cell(cell.state, cell.get_state_display(), cell.duration_ms, cell.error, rollout,
-                                         cell.wave))
+                                         cell.wave, cell.backfill))
             elif migrator.reached(unit["version"], staged.revision):
                 row["cells"].append(Cell("already", "At the stage"))
             else:
                 untouched = rollout is not None and cell is not None and rollout.job and rollout.job.is_finished
-                row["cells"].append(Cell("pending", "Untouched" if untouched else "Pending"))
+                row["cells"].append(Cell("pending", "Untouched" if untouched else "Pending",
+                                         backfill=cell.backfill if cell is not None else None))
         rows.append(row)
     return stages, rows
 

@@ -7,6 +7,8 @@ page) instead of failing; each batch is one short transaction on the target that
 backfill's progress row there (console/pg/backfill.py), so a batch is never applied twice, then
 a checkpoint in the console DB; the batch size steers towards `batch_target_ms`, and after each
 batch it rests BACKFILL_REST_RATIO of the batch's time, so writers on the table get it to themselves.
+The same loop runs a console-authored change's backfill stage and, per tenant, a rollout's
+backfill stage (migrations_ui/rollouts.py, with the rollout job's context for that tenant).
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ def limits_from_settings() -> dict:
         "max_lock_waiters": settings.BACKFILL_MAX_LOCK_WAITERS,
         "throttle_retry_s": settings.BACKFILL_THROTTLE_RETRY_S,
     }
+
+
+def fields_of(spec: pg.Spec) -> dict:
+    """A Backfill row's fields for a backfill stage's spec, the engine's limits from the settings."""
+    return {"schema": spec.schema, "table": spec.table, "pk_column": spec.pk, "set_column": spec.column,
+            "set_expression": spec.set_sql, "where": spec.where_sql, **limits_from_settings()}
 
 
 def create_backfill(*, target: Target, table: str, set_column: str, set_expression: str, where: str = "",
@@ -128,7 +136,7 @@ class _Run:
             # A batch was checkpointed, so the row existed: only the end removes it.
             ctx.log("the target's progress row is gone, so this backfill had reached its end (the worker "
                     "stopped before it could say so): nothing is run again", level="warning")
-            return None, ctx.job.progress_done
+            return None, backfill.rows_done
         if stored is None:
             return None, 0  # an empty table
         if backfill.rows_total is None:

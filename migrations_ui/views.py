@@ -43,7 +43,7 @@ def migration_list(request):
         "staged": staged, "app_error": app_error,
         "rollouts": Rollout.objects.select_related("job", "requested_by")[:20],
         "changes": Change.objects.select_related("target", "requested_by")[:50],
-        "backfills": Backfill.objects.select_related("target", "job")[:20],
+        "backfills": Backfill.objects.filter(rollout_cell__isnull=True).select_related("target", "job")[:20],
         "jobs": Job.objects.filter(MIGRATION_JOBS).select_related("target", "tenant", "requested_by")[:50],
         "release": release, "head": head,
     })
@@ -64,7 +64,7 @@ def migrate_all(request):
 
 
 def _backfills_page(request, form, status=200):
-    backfills = list(Backfill.objects.select_related("target", "job", "requested_by")[:100])
+    backfills = list(Backfill.objects.filter(rollout_cell__isnull=True).select_related("target", "job", "requested_by")[:100])
     context = {"form": form, "backfills": backfills, "live": any(b.is_live for b in backfills)}
     if request.htmx:
         response = render(request, "migrations_ui/backfill_list.html#backfill-table", context)

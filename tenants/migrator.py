@@ -208,6 +208,18 @@ def reached(version: str, revision: str) -> bool:
     return version in ids and revision in ids and ids.index(version) >= ids.index(revision)
 
 
+def to_run(version: str, schema: str, revision: str, expected_from: str | None) -> bool:
+    """Whether a schema at `version` still has `revision` to run (False: it is at it or past it).
+    With `expected_from`, it must then be exactly there: MigratorError otherwise (a staged
+    revision runs from the one before it, nothing else with it)."""
+    if reached(version, revision):
+        return False
+    if expected_from is not None and version != expected_from:
+        raise MigratorError(f"{schema} is at {version or 'no version'}, not at {expected_from}: bring it to "
+                            f"{expected_from} first, then {revision} runs on its own")
+    return True
+
+
 def upgrade(conn: Connection, schema: str, revision: str = "head", expected_from: str | None = None) -> tuple[str, str]:
     """Bring the schema the session is bound to (tenancy.bind_session) up to `revision`, one
     transaction per revision, so a failure leaves every earlier revision done and recorded.
@@ -218,11 +230,8 @@ def upgrade(conn: Connection, schema: str, revision: str = "head", expected_from
         raise MigratorError("migrator.upgrade needs a session outside any transaction (engines.session)")
     before = current_version(conn, schema)
     conn.commit()  # reading the version began a transaction
-    if revision != "head" and reached(before, revision):
+    if revision != "head" and not to_run(before, schema, revision, expected_from):
         return before, before
-    if expected_from is not None and before != expected_from:
-        raise MigratorError(f"{schema} is at {before or 'no version'}, not at {expected_from}: bring it to "
-                            f"{expected_from} first, then {revision} runs on its own")
     context = _context(conn, schema, revision)
     try:
         with _operations.running(context), context.begin_transaction():
@@ -230,6 +239,27 @@ def upgrade(conn: Connection, schema: str, revision: str = "head", expected_from
     finally:
         if conn.in_transaction():
             conn.rollback()
+    after = current_version(conn, schema)
+    conn.commit()
+    return before, after
+
+
+def stamp(conn: Connection, schema: str, revision: str, expected_from: str) -> tuple[str, str]:
+    """Record `revision` in the schema's version table without running its upgrade(): the console
+    did its work another way (a backfill stage: the backfill engine's batches, checkpointed). The
+    schema must be exactly at `expected_from` (or already at or past `revision`: left as it is).
+    `conn` must not be in a transaction; the stamp is committed. Returns (before, after)."""
+    if conn.in_transaction():
+        raise MigratorError("migrator.stamp needs a session outside any transaction (engines.session)")
+    before = current_version(conn, schema)
+    conn.commit()
+    if not to_run(before, schema, revision, expected_from):
+        return before, before
+    context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE, "version_table_schema": schema})
+    with _lock:
+        script_directory().revision_map.get_revisions(revision)
+    context.stamp(script_directory(), revision)
+    conn.commit()
     after = current_version(conn, schema)
     conn.commit()
     return before, after

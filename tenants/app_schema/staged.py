@@ -17,7 +17,10 @@ transaction, only over rows still NULL, so a rerun picks up where it stopped. Of
 page's pending SQL) the same statements are printed.
 
 The console rolls a stage out over tenants (migrations_ui/rollouts.py); `alembic upgrade` runs
-them just as well, and each tenant's alembic_version records how far it got.
+them just as well, and each tenant's alembic_version records how far it got. A backfill stage's
+simple loop below is for `alembic upgrade` only: a rollout recognises the backfill stage, runs
+the backfill engine on each tenant (migrations_ui/services.py: adaptive batches, throttled on the
+health indicators between batches, checkpointed) and then stamps the revision.
 """
 
 from __future__ import annotations
@@ -126,8 +129,9 @@ def _run(conn, each: ddl.Op, *, autocommit: bool) -> ddl.Result:
 
 
 def _backfill(conn, spec) -> int:
-    """Keyset batches over the primary key, each committed on its own (the session is in
-    autocommit), over rows still NULL; a rest after each batch in proportion to its time."""
+    """Outside the console (`alembic upgrade`): keyset batches over the primary key, each committed
+    on its own (the session is in autocommit), over rows still NULL; a rest after each batch in
+    proportion to its time. A rollout runs the backfill engine instead, then stamps."""
     first = pg_backfill.first_key(conn, spec)
     after, size, rows = first, int(setting("STAGED_BACKFILL_BATCH_ROWS")), 0
     pause_ratio = float(setting("BACKFILL_REST_RATIO"))

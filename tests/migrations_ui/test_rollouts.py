@@ -270,49 +270,6 @@ def test_it_requests_and_reports_a_rollout_from_the_command_line(tenants, users,
     assert "expand (0004): #" in report and "job succeeded" in report and report.count(": Done") == 5
 
 
-def test_it_throttles_a_backfill_stage_while_replay_is_paused_and_goes_on_once_it_resumes(tenants, users, fleet,
-                                                                                          run_here):
-    from psycopg import sql as pgsql
-
-    from tests.migrations_ui.test_backfill import _replica_lag_s
-
-    for tenant in tenants:  # expand done: the backfill stage is next
-        _migrate_to(tenant, "0004")
-    change = rollouts.staged_change(STATUS)
-    replica = superuser(fleet, "replica", "postgres")
-    try:
-        replica.execute("SELECT pg_wal_replay_pause()")
-        with superuser(fleet) as writer:
-            writer.execute(pgsql.SQL("CREATE TABLE IF NOT EXISTS {} (id int)").format(
-                pgsql.Identifier(tenants[0].schema_name, "lag_maker")))
-
-            def lag_grows():
-                writer.execute(pgsql.SQL("INSERT INTO {} VALUES (1)").format(
-                    pgsql.Identifier(tenants[0].schema_name, "lag_maker")))
-                return _replica_lag_s(fleet) > 2
-
-            wait_until(lag_grows, 30, "the replica to lag more than 2 s", poll_s=0.2)
-        rollout = rollouts.request(change, "backfill", users["operator"])
-        with transaction.atomic():
-            job = _approved_job(rollout, users)
-            Job.objects.filter(pk=job.pk).update(not_before=timezone.now() + timedelta(hours=1))
-        _left_by_any_worker(job.pk)
-        Job.objects.filter(pk=job.pk).update(not_before=None)
-        with override_settings(BACKFILL_MAX_REPLICA_LAG_S=1, BACKFILL_THROTTLE_RETRY_S=1):
-            assert jobs.execute(job.pk) == Job.State.QUEUED
-        throttled = Job.objects.get(pk=job.pk)
-        assert "replica lag: standby" in throttled.wait_reason and throttled.wait_reason.startswith("before ")
-        assert not throttled.claimed_by and throttled.not_before is not None and not throttled.error
-        assert set(_cells(rollout).values()) == {"pending"} and [_version(t) for t in tenants] == ["0004"] * 5
-    finally:
-        replica.execute("SELECT pg_wal_replay_resume()")
-        replica.close()
-    Job.objects.filter(pk=job.pk).update(not_before=None)
-    job = run_here(Job.objects.get(pk=job.pk))
-    assert job.state == Job.State.SUCCEEDED, (job.state, job.error, job.wait_reason)
-    assert [_version(t) for t in tenants] == ["0005"] * 5
-
-
 def _migrate_to(tenant, revision):
     from tenants import onboarding
 
