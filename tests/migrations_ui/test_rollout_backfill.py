@@ -3,6 +3,8 @@ it throttles between batches inside one tenant while replay is paused on the rep
 itself, a SIGKILLed worker resumes mid-tenant from the checkpoint with every row set once, the grid
 shows the tenant's rows; and a stage rolled out to the shared (RLS) schema, once for all its tenants."""
 
+import re
+
 import pytest
 from django.conf import settings
 from psycopg import sql
@@ -156,7 +158,7 @@ def test_it_throttles_a_backfill_stage_between_batches_inside_a_tenant_while_rep
 
 @pytest.mark.worker
 def test_it_resumes_a_backfill_stage_mid_tenant_from_its_checkpoint_through_a_sigkilled_worker(
-        at_expand, users, fleet, small_batches):
+        at_expand, users, fleet, small_batches, client_as):
     (tenant,) = at_expand(1, documents=60)
     schema = tenant.schema_name
     # Given a tenant's backfill whose fourth batch waits on a row lock (three batches checkpointed),
@@ -166,6 +168,9 @@ def test_it_resumes_a_backfill_stage_mid_tenant_from_its_checkpoint_through_a_si
     try:
         _waiting_batch(fleet, schema)
         assert _cell(rollout, tenant).backfill.batches == 3
+        cell = re.search(r'<td data-stage="1" data-state="running">.*?</td>',
+                         client_as("viewer").get(rollout.get_absolute_url()).content.decode(), re.S).group(0)
+        assert re.search(r"30/60 rows, [\d,]+ rows/s", cell), cell  # live, on the tenant's grid cell
         # when the worker is SIGKILLed there and another one started,
         small_batches.kill()
     finally:
