@@ -73,6 +73,31 @@ def runner(kind: str):
     return decorator
 
 
+# What to tidy up when a job ends without its runner (cancelled after its worker died, or while it
+# waited to run again): kind -> function(job), registered by the app whose runner leaves such state.
+ABANDONED: dict[str, Callable[[Job], None]] = {}
+
+
+def on_abandoned(*kinds: str):
+    def decorator(func):
+        for kind in kinds:
+            ABANDONED[kind] = func
+        return func
+
+    return decorator
+
+
+def _abandoned(job_id: int) -> None:
+    job = Job.objects.filter(pk=job_id).first()
+    handler = ABANDONED.get(job.kind) if job else None
+    if handler is None:
+        return
+    try:
+        handler(job)
+    except Exception:  # the sweepers are still there for what this leaves
+        log.exception("job %s: tidying up after it ended without its runner failed", job_id)
+
+
 # What a job works on, for its page: functions job -> [(label, url)], registered by the apps
 # that make such jobs (a drill's run page, a rollout's grid, a backfill's page).
 SUBJECT_LINKS: list[Callable[[Job], list[tuple[str, str]]]] = []
@@ -150,7 +175,11 @@ def claim(job_id: int, me: str) -> Job | None:
         attempt_start_done=F("progress_done"),
     )
     if claimed != 1:
-        # Paused while it waited (re-queued by the reaper, or throttled): it pauses now, unstarted.
+        # Cancelled or paused while it waited (re-queued by the reaper, or throttled): it ends or
+        # pauses now, without running again.
+        if Job.objects.filter(pk=job_id, state=Job.State.QUEUED, cancel_requested=True).update(
+                state=Job.State.CANCELLED, finished_at=now, error="cancelled while it waited to run again", **_NO_REQUESTS):
+            _abandoned(job_id)
         Job.objects.filter(pk=job_id, state=Job.State.QUEUED, pause_requested=True).update(
             state=Job.State.PAUSED, pause_requested=False
         )
@@ -493,12 +522,21 @@ def control(job: Job, verb: str, request=None, **detail) -> tuple[bool, str]:
 
 
 def reap_stale(now=None) -> list[int]:
-    """Re-queue running jobs whose worker died, and send queued jobs whose message is lost. A job
-    merely waiting in the broker behind others, or throttled until later, is left alone."""
+    """Re-queue running jobs whose worker died (or end them, if cancelled meanwhile), and send
+    queued jobs whose message is lost; their ids. A job merely waiting in the broker behind others,
+    or throttled until later, is left alone."""
     now = now or timezone.now()
     stale_before = now - timedelta(seconds=settings.JOB_STALE_AFTER_S)
-    reaped = _lost_messages(now)
+    reaped, ended = _lost_messages(now), []
     for job in Job.objects.filter(state=Job.State.RUNNING, heartbeat_at__lt=stale_before):
+        if job.cancel_requested:  # cancelled after its worker died: nothing is left to stop it
+            if Job.objects.filter(pk=job.pk, state=Job.State.RUNNING, heartbeat_at=job.heartbeat_at).update(
+                    state=Job.State.CANCELLED, finished_at=now, claimed_by="", **_NO_REQUESTS,
+                    error=f"cancelled; its worker {job.claimed_by} had gone silent since {job.heartbeat_at:%H:%M:%S}"):
+                JobLogLine.objects.create(job=job, level="warning", message="cancelled after its worker died")
+                _abandoned(job.pk)
+                ended.append(job.pk)
+            continue
         requeued = Job.objects.filter(pk=job.pk, state=Job.State.RUNNING, heartbeat_at=job.heartbeat_at).update(
             state=Job.State.QUEUED, claimed_by=""
         )
@@ -510,7 +548,7 @@ def reap_stale(now=None) -> list[int]:
             reaped.append(job.pk)
     for job_id in reaped:
         enqueue(job_id)
-    return reaped
+    return reaped + ended
 
 
 def _lost_messages(now) -> list[int]:

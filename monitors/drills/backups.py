@@ -108,6 +108,16 @@ def take_backup(ctx: jobs.JobContext, done: int = 1) -> Backup:
     return backup
 
 
+@jobs.on_abandoned("drills.backup", "drills.backup_and_drill")
+def forget_unfinished_backups(job) -> None:
+    """A backup job that ended without its runner (cancelled after its worker died): its backup
+    will never finish, so it is failed and its files removed."""
+    for backup in Backup.objects.filter(job=job, state=Backup.State.RUNNING):
+        shutil.rmtree(backup_directory(backup), ignore_errors=True)
+        Backup.objects.filter(pk=backup.pk, state=Backup.State.RUNNING).update(
+            state=Backup.State.FAILED, error="its job was cancelled after its worker died: nothing of it is kept")
+
+
 @jobs.runner("drills.backup")
 def run_backup(ctx: jobs.JobContext) -> dict:
     ctx.set_total(1, "steps")

@@ -15,7 +15,6 @@ from tests import servers
 from tests.waiting import wait_for_backend, wait_until
 
 
-@pytest.mark.xfail(strict=True, reason="attack finding 18")
 def test_it_leaves_no_running_backup_or_directory_when_a_killed_backups_job_is_cancelled(transactional_db, fleet,
                                                                                       demo_targets, live_worker):
     primary = demo_targets["demo-primary"]
