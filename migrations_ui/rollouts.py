@@ -484,7 +484,8 @@ def grid(change: StagedChange) -> tuple[list[dict], list[dict]]:
                 row["cells"].append(Cell("already", "At the stage"))
             else:
                 untouched = rollout is not None and cell is not None and rollout.job and rollout.job.is_finished
-                row["cells"].append(Cell("pending", "Untouched" if untouched else "Pending",
+                begun = cell is not None and cell.backfill is not None and rollout.is_live  # throttled or paused mid-tenant
+                row["cells"].append(Cell("pending", "Untouched" if untouched else "Waiting" if begun else "Pending",
                                          backfill=cell.backfill if cell is not None else None))
         rows.append(row)
     return stages, rows

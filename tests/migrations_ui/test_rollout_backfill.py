@@ -139,8 +139,9 @@ def test_it_throttles_a_backfill_stage_between_batches_inside_a_tenant_while_rep
         assert cell.backfill.rows_done == 20 and cell.backfill.rows_total == 60 and cell.backfill.throttles >= 1
         assert _statuses(fleet, schema) == {(True, "active"): 15, (True, "deleted"): 5, (False, None): 40}
         assert cell.state == "pending" and _version(first) == "0004" and _version(second) == "0004"
-        page = client_as("viewer").get(rollout.get_absolute_url()).content.decode()
-        assert "20/60 rows" in page
+        cell_html = re.search(r'<td data-stage="1" data-state="pending">.*?</td>',
+                              client_as("viewer").get(rollout.get_absolute_url()).content.decode(), re.S).group(0)
+        assert "Waiting" in cell_html and "20/60 rows" in cell_html, cell_html
     finally:
         replica.execute("SELECT pg_wal_replay_resume()")
         replica.close()
