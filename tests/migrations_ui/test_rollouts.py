@@ -295,6 +295,13 @@ def test_it_rolls_out_to_a_database_tenant_with_its_version_table_in_its_own_dat
             assert conn.execute(text("SELECT count(*) FROM information_schema.columns WHERE table_schema = 'public'"
                                      " AND table_name = 'documents' AND column_name = 'status'")).scalar_one() == 1
         assert _version(schema_tenant) == "0004"
+        # The backfill stage (the backfill engine, its progress row in the tenant's own database), then stamped.
+        job = run_here(_approved_job(rollouts.request(rollouts.staged_change(STATUS), "backfill", users["operator"]),
+                                     users))
+        assert job.state == Job.State.SUCCEEDED, job.error
+        with engines.connect(primary, credential="change", database=db_tenant.database_name, rollback=True) as conn:
+            assert migrator.current_version(conn, "public") == "0005"
+        assert _version(schema_tenant) == "0005"
     finally:
         engines.forget(primary.pk, db_tenant.database_name)
         with engines.autocommit(primary) as conn:
