@@ -12,6 +12,7 @@ the context rides out a short outage instead of failing the job.
 from __future__ import annotations
 
 import base64
+from contextlib import contextmanager
 import json
 import logging
 import os
@@ -110,6 +111,16 @@ def subject_links(func):
 
 def subjects_of(job: Job) -> list[tuple[str, str]]:
     return [link for links in SUBJECT_LINKS for link in links(job)]
+
+
+@contextmanager
+def exclusively(key: str):
+    """A console DB transaction that no other holder of `key` runs at the same time (an advisory
+    lock), so that "is one under way? if not, start one" cannot pass twice for two requests at once."""
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
+        yield
 
 
 def worker_id() -> str:

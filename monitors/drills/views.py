@@ -53,13 +53,15 @@ def drill_run(request):
         return redirect(policy or "drills")
     database = policy.database if policy else target.dbname
     tenant = policy.tenant if policy else None
-    running = (Job.objects.filter(kind="drills.backup_and_drill", target=target, tenant=tenant, params__database=database)
-               .exclude(state__in=Job.FINISHED_STATES).first())
+    with jobs.exclusively(f"drills.backup_and_drill:{target.pk}:{database}:{tenant.pk if tenant else ''}"):
+        running = (Job.objects.filter(kind="drills.backup_and_drill", target=target, tenant=tenant, params__database=database)
+                   .exclude(state__in=Job.FINISHED_STATES).first())
+        if running is None:
+            job = jobs.create("drills.backup_and_drill", user=request.user, target=target, tenant=tenant,
+                              params={"database": database})
     if running is not None:  # a second press, or a second operator: one backup and drill at a time
         messages.info(request, f"A backup and drill of {target.name}/{database} is already under way: job #{running.pk}.")
         return redirect(running)
-    job = jobs.create("drills.backup_and_drill", user=request.user, target=target, tenant=tenant,
-                      params={"database": database})
     audit.record(request, "drills.run", job, detail={"target": target.name, "database": database,
                                                      "tenant": tenant.slug if tenant else ""})
     return redirect(job)

@@ -58,7 +58,6 @@ def _post_twice_at_once(user, url: str, data: dict, table: str = "console_job") 
     return statuses
 
 
-@pytest.mark.xfail(strict=True, reason="attack finding 13")
 def test_it_starts_one_backup_and_drill_for_two_presses_at_the_same_moment(transactional_db, users, demo_targets,
                                                                            tmp_path):
     policy = BackupPolicy.objects.create(target=demo_targets["demo-primary"], database="demo",
