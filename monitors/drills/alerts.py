@@ -21,7 +21,7 @@ def metric_name(kind: str, policy: BackupPolicy) -> str:
 
 def wanted(target_ids, now) -> dict[int, dict[str, tuple]]:
     """{target id: {metric: (level, value, threshold, message)}} for the policies of these targets."""
-    policies = list(BackupPolicy.objects.filter(target_id__in=target_ids).select_related("tenant"))
+    policies = list(BackupPolicy.objects.live().filter(target_id__in=target_ids).select_related("tenant"))
     ages = {"backup_at": Max("snapshot_at", filter=Q(state=Backup.State.DONE)),
             "verified_at": Max("snapshot_at", filter=Q(verified_at__isnull=False, state=Backup.State.DONE))}
     whole = Backup.objects.filter(target_id__in=target_ids, schema="", tenant__isnull=True)

@@ -168,7 +168,7 @@ def schedule_due(now=None) -> list[int]:
     now = now or timezone.now()
     started = []
     has_scratch = Target.objects.filter(role=Target.Role.SCRATCH).exists()
-    for policy in BackupPolicy.objects.select_related("target", "tenant"):
+    for policy in BackupPolicy.objects.live().select_related("target", "tenant"):
         if not policy.is_due(now):
             continue
         with transaction.atomic():

@@ -33,9 +33,21 @@ def validate_cron(expression: str) -> None:
         raise ValidationError(f"not a cron expression: {exc}") from exc
 
 
+class LivePolicies(models.QuerySet):
+    def live(self):
+        """Policies of whole databases, and of tenants not offboarded: an archived tenant's policy
+        is neither scheduled nor alerted on (its schema or database is gone)."""
+        from tenants.models import Tenant
+
+        gone = (Tenant.State.OFFBOARDING, Tenant.State.ARCHIVED)
+        return self.filter(models.Q(tenant__isnull=True) | ~models.Q(tenant__state__in=gone))
+
+
 class BackupPolicy(models.Model):
     """When to back up one database of a target, or one tenant (its database, schema or RLS rows),
     how many backups to keep, and where."""
+
+    objects = LivePolicies.as_manager()
 
     target = models.ForeignKey("console.Target", on_delete=models.CASCADE, related_name="backup_policies")
     database = models.CharField(max_length=63)

@@ -122,7 +122,6 @@ def test_it_names_no_tenant_to_someone_not_logged_in_on_metrics(demo_targets):
     assert "acme_secret_customer" not in body
 
 
-@pytest.mark.xfail(strict=True, reason="attack finding 22")
 def test_it_schedules_and_alerts_nothing_for_the_policy_of_an_offboarded_tenant(demo_targets, tmp_path):
     from django.utils import timezone
 
