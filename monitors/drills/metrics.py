@@ -1,12 +1,14 @@
 """Prometheus families of backups and drills, per target database (and tenant): the last verified
-backup's time, the last drill's RTO, RPO and result, the last backup's size. From the console DB."""
+backup's time, the last drill's RTO, RPO and result, the last backup's size. From the console DB.
+A tenant is labelled by its id, never its slug: /metrics is scraped without a login, and the
+customers' names are not for anyone who can reach it."""
 
 from django.db.models import Max, Q
 from prometheus_client.core import GaugeMetricFamily
 
 from monitors.drills.models import Backup, DrillRun
 
-LABELS = ["target", "database", "tenant"]
+LABELS = ["target", "database", "tenant_id"]
 
 
 def families(names: dict[int, str]):
@@ -18,26 +20,26 @@ def families(names: dict[int, str]):
                             labels=LABELS)
     passed = GaugeMetricFamily("fleet_drill_last_passed", "1 if the last finished drill passed, 0 if it failed", labels=LABELS)
 
-    def labels(target_id, database, tenant_slug):
-        return [names.get(target_id, str(target_id)), database, tenant_slug or ""]
+    def labels(target_id, database, tenant_id):
+        return [names.get(target_id, str(target_id)), database, str(tenant_id or "")]
 
-    scopes = Backup.objects.values("target_id", "database", "tenant__slug").annotate(
+    scopes = Backup.objects.values("target_id", "database", "tenant_id").annotate(
         verified=Max("snapshot_at", filter=Q(verified_at__isnull=False, state=Backup.State.DONE)),
         last_done=Max("id", filter=Q(state=Backup.State.DONE)))
     sizes = dict(Backup.objects.filter(pk__in=[s["last_done"] for s in scopes if s["last_done"]])
                  .values_list("pk", "size_bytes"))
     for scope in scopes:
-        key = labels(scope["target_id"], scope["database"], scope["tenant__slug"])
+        key = labels(scope["target_id"], scope["database"], scope["tenant_id"])
         if scope["verified"] is not None:
             verified_at.add_metric(key, scope["verified"].timestamp())
         if sizes.get(scope["last_done"]) is not None:
             backup_bytes.add_metric(key, sizes[scope["last_done"]])
     finished = DrillRun.objects.filter(finished_at__isnull=False, passed__isnull=False, backup__isnull=False)
-    scope = ("backup__target_id", "backup__database", "backup__tenant__slug")
+    scope = ("backup__target_id", "backup__database", "backup__tenant_id")
     last = [r["last"] for r in finished.values(*scope).annotate(last=Max("id"))]
     last_passing = [r["last"] for r in finished.filter(passed=True).values(*scope).annotate(last=Max("id"))]
-    for run in DrillRun.objects.filter(pk__in=last + last_passing).select_related("backup__tenant"):
-        key = labels(run.backup.target_id, run.backup.database, run.backup.tenant.slug if run.backup.tenant else "")
+    for run in DrillRun.objects.filter(pk__in=last + last_passing).select_related("backup"):
+        key = labels(run.backup.target_id, run.backup.database, run.backup.tenant_id)
         if run.pk in last:
             passed.add_metric(key, 1 if run.passed else 0)
             if run.rpo_s is not None:

@@ -104,7 +104,6 @@ def test_it_keeps_the_physical_pages_up_after_a_pitr_drill_to_year_1_with_an_off
         assert viewer.get(url).status_code == 200, url
 
 
-@pytest.mark.xfail(strict=True, reason="attack finding 19")
 def test_it_names_no_tenant_to_someone_not_logged_in_on_metrics(demo_targets):
     from django.test import Client
     from django.utils import timezone

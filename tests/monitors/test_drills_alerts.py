@@ -97,13 +97,13 @@ def test_it_exports_the_last_verified_backup_rto_rpo_result_and_size_per_databas
 
     samples = scrape()
 
-    demo = (("database", "demo"), ("target", "demo-primary"), ("tenant", ""))
+    demo = (("database", "demo"), ("target", "demo-primary"), ("tenant_id", ""))
     assert samples[("fleet_backup_last_verified_timestamp_seconds", demo)] == verified.snapshot_at.timestamp()
     assert samples[("fleet_backup_last_bytes", demo)] == 2000
     assert samples[("fleet_drill_last_rto_seconds", demo)] == 42.5  # of the last passing drill
     assert samples[("fleet_drill_last_rpo_seconds", demo)] == 30.0  # of the last drill
     assert samples[("fleet_drill_last_passed", demo)] == 0
-    acme = (("database", "demo"), ("target", "demo-primary"), ("tenant", "acme"))
+    acme = (("database", "demo"), ("target", "demo-primary"), ("tenant_id", str(tenant.pk)))
     assert samples[("fleet_backup_last_bytes", acme)] == 77
     assert ("fleet_backup_last_verified_timestamp_seconds", acme) not in samples
 
