@@ -6,6 +6,7 @@ from console.models import Target
 from console.pg import ddl
 from console.pg.backfill import INTEGER_TYPES, BackfillRefused, parse_expression
 from console.validators import validate_pg_name
+from migrations_ui import staging
 from migrations_ui.models import Change
 
 EXPRESSION_MAX_CHARS = 4000
@@ -187,7 +188,7 @@ class ChangeForm(forms.Form):
             return
         data["pk_column"] = pk.name
         try:
-            data["backfill_expression"] = parse_expression(data.get("backfill_expression") or "", "backfill expression")
+            data["backfill_expression"] = staging.not_null_backfill(data.get("backfill_expression") or "")
         except BackfillRefused as exc:
             self.add_error("backfill_expression", str(exc))
 

@@ -13,10 +13,11 @@ import hashlib
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
+from pglast import ast, parse_sql
 from psycopg import sql
 
 from console.pg import ddl
-from console.pg.backfill import Spec
+from console.pg.backfill import BackfillRefused, Spec, parse_expression
 from console.validators import validate_pg_name
 
 STAGES = ("expand", "backfill", "validate", "contract")
@@ -34,6 +35,19 @@ class Stage:
     name: str  # expand, backfill, validate, contract
     ops: tuple[ddl.Op, ...] = ()
     backfill: Spec | None = None
+
+
+def not_null_backfill(source: str) -> str:
+    """The backfill expression of a NOT NULL change, as parse_expression returns it; refused when it
+    is a constant NULL, with or without casts (every row would stay NULL and VALIDATE fail later)."""
+    expression = parse_expression(source, "backfill expression")
+    node = parse_sql("SELECT " + expression)[0].stmt.targetList[0].val
+    while isinstance(node, ast.TypeCast):
+        node = node.arg
+    if isinstance(node, ast.A_Const) and node.isnull:
+        raise BackfillRefused("The backfill of a NOT NULL column cannot be NULL: give the value each row "
+                              "should get (e.g. a constant, or an expression over the row's other columns).")
+    return expression
 
 
 def derived_name(*parts: str, suffix: str) -> str:

@@ -31,7 +31,6 @@ from alembic import op
 
 from console.pg import backfill as pg_backfill
 from console.pg import ddl, lock_retry
-from console.pg.backfill import parse_expression
 from migrations_ui import staging
 
 DEFAULTS = {  # used when Django's settings are not configured (the alembic command line)
@@ -59,13 +58,13 @@ def add_not_null_column(table: str, column: str, column_type: str, *, backfill: 
     row), CHECK (c IS NOT NULL) NOT VALID then validated, SET NOT NULL (no scan), CHECK dropped."""
     ddl.column_type_sql(column_type)  # refuses a bad type when the revision is loaded
     return staging.Definition(staging.ADD_NOT_NULL_COLUMN, table, column, column_type=column_type,
-                              backfill_expression=parse_expression(backfill, "backfill expression"), pk_column=pk)
+                              backfill_expression=staging.not_null_backfill(backfill), pk_column=pk)
 
 
 def set_not_null(table: str, column: str, *, backfill: str, pk: str = "id") -> staging.Definition:
     """An existing column made NOT NULL: the CHECK first (NOT VALID), NULLs backfilled, validated, SET NOT NULL."""
     return staging.Definition(staging.SET_NOT_NULL, table, column,
-                              backfill_expression=parse_expression(backfill, "backfill expression"), pk_column=pk)
+                              backfill_expression=staging.not_null_backfill(backfill), pk_column=pk)
 
 
 def add_foreign_key(table: str, column: str, ref_table: str, ref_column: str = "id", *,

@@ -179,7 +179,6 @@ def test_it_refuses_hostile_rollout_requests_from_the_shell_recording_nothing(te
     assert not Rollout.objects.exists() and not Approval.objects.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="attack finding 23")
 @pytest.mark.parametrize("backfill", ["NULL", "NULL::text"])
 def test_it_refuses_a_null_backfill_for_a_not_null_column_writing_no_file(backfill, tmp_path):
     with pytest.raises(CommandError, match="NULL"):

@@ -103,6 +103,7 @@ def test_it_plans_a_foreign_key_as_a_concurrent_index_then_not_valid_then_valida
      "backfill_expression", "a subquery that writes (DELETE)"),
     ({"backfill_expression": "no_such_column > 0"}, None, 'column "no_such_column" does not exist'),
     ({"backfill_expression": "'yes please'"}, None, "invalid input syntax for type boolean"),
+    ({"backfill_expression": "NULL::boolean"}, "backfill_expression", "cannot be NULL"),  # attack finding 23
 ])
 def test_it_refuses_bad_input_with_a_clear_error_and_saves_nothing(client_as, demo_targets, fields, field, message):
     client = client_as("operator")
