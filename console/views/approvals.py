@@ -71,10 +71,17 @@ def approval_detail(request, approval_id):
 
 
 def _shown_rows(shown: dict) -> list[tuple[str, str, bool]]:
-    """(key, text, nested) for each key of what was shown; nested values as indented JSON."""
-    return [(key, json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False), True)
-            if isinstance(value, (dict, list)) else (key, "—" if value is None else str(value), False)
-            for key, value in sorted(shown.items())]
+    """(key, text, nested) for each key of what was shown: a list of texts (SQL statements, tenant
+    keys) a line each, other nested values as indented JSON."""
+    rows = []
+    for key, value in sorted(shown.items()):
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            rows.append((key, "\n".join(value) or "—", True))
+        elif isinstance(value, (dict, list)):
+            rows.append((key, json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False), True))
+        else:
+            rows.append((key, "—" if value is None else str(value), False))
+    return rows
 
 
 def decide_from_post(request, approval: Approval, approve: bool | None = None) -> Approval | None:

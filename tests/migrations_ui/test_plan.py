@@ -158,8 +158,8 @@ def test_it_lets_another_person_approve_a_stage_which_starts_its_job(client_as, 
     client_as("operator").post(f"/migrations/changes/{made.pk}/stages/expand/request/")
     approval = Approval.objects.get()
     shown_to_approver = client_as("approver").get(f"/approvals/{approval.pk}/").content.decode()
-    # The approvals page shows `shown` as JSON: the SQL's double quotes come escaped.
-    assert 'ADD COLUMN IF NOT EXISTS \\&quot;has_balance\\&quot; boolean;' in shown_to_approver
+    # The approvals page shows a list of statements a line each, as they run.
+    assert 'ADD COLUMN IF NOT EXISTS &quot;has_balance&quot; boolean;' in shown_to_approver
     assert "demo-primary" in shown_to_approver and approval.digest in shown_to_approver
 
     approvals.decide(approval, users["approver"], approve=True, shown_digest=approval.digest)
