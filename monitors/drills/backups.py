@@ -15,17 +15,19 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from console import jobs
-from console.models import Target
+from console.models import Job, Target
 from console.pg import backup as pg_backup
 from console.secrets import redact
 from console.validators import validate_pg_name
 from monitors.drills.models import Backup, BackupPolicy
 
 log = logging.getLogger(__name__)
+
+
+BACKUP_KINDS = ("drills.backup", "drills.backup_and_drill")
 
 
 def backup_directory(backup: Backup) -> Path:
@@ -108,7 +110,7 @@ def take_backup(ctx: jobs.JobContext, done: int = 1) -> Backup:
     return backup
 
 
-@jobs.on_abandoned("drills.backup", "drills.backup_and_drill")
+@jobs.on_abandoned(*BACKUP_KINDS)
 def forget_unfinished_backups(job) -> None:
     """A backup job that ended without its runner (cancelled after its worker died): its backup
     will never finish, so it is failed and its files removed."""
@@ -161,20 +163,37 @@ def apply_retention(policy: BackupPolicy, now=None) -> list[int]:
 # Schedules ---------------------------------------------------------------------------------
 
 
+def start(kind: str, target, database: str, tenant=None, user=None, policy=None) -> tuple[Job, bool]:
+    """A backup (and drill) of one database or tenant, unless one of the same is under way: (the
+    job, whether it is new). Checked and created under one advisory lock, so two presses, or a press
+    and the schedule, never start two. Started for a policy, it counts as the policy's run (its next
+    scheduled one is an interval later)."""
+    scope = f"{target.pk}:{database}:{tenant.pk if tenant else ''}"
+    with jobs.exclusively(f"drills.backup:{scope}"):
+        running = (Job.objects.filter(kind__in=BACKUP_KINDS, target=target, tenant=tenant, params__database=database)
+                   .exclude(state__in=Job.FINISHED_STATES).first())
+        if running is not None:
+            return running, False
+        if policy is not None:
+            BackupPolicy.objects.filter(pk=policy.pk).update(scheduled_at=timezone.now())
+        return jobs.create(kind, user=user, target=target, tenant=tenant, params={"database": database}), True
+
+
 def schedule_due(now=None) -> list[int]:
     """Start the backup of every policy that is due: backed up and drilled (retention removes
     only backups a drill verified), or only backed up while there is no scratch server. A policy is
-    claimed with a conditional UPDATE, so two beats never start it twice."""
+    claimed with a conditional UPDATE, so two beats never start it twice; one already under way (a
+    press of "Backup and drill now") is not started again."""
     now = now or timezone.now()
     started = []
     has_scratch = Target.objects.filter(role=Target.Role.SCRATCH).exists()
     for policy in BackupPolicy.objects.live().select_related("target", "tenant"):
         if not policy.is_due(now):
             continue
-        with transaction.atomic():
-            if not BackupPolicy.objects.filter(pk=policy.pk, scheduled_at=policy.scheduled_at).update(scheduled_at=now):
-                continue
-            kind = "drills.backup_and_drill" if has_scratch or policy.scratch_id else "drills.backup"
-            job = jobs.create(kind, target=policy.target, tenant=policy.tenant, params={"database": policy.database})
-        started.append(job.pk)
+        if not BackupPolicy.objects.filter(pk=policy.pk, scheduled_at=policy.scheduled_at).update(scheduled_at=now):
+            continue
+        kind = "drills.backup_and_drill" if has_scratch or policy.scratch_id else "drills.backup"
+        job, new = start(kind, policy.target, policy.database, policy.tenant)
+        if new:
+            started.append(job.pk)
     return started

@@ -16,7 +16,7 @@ from console import approvals, audit, jobs
 from console.models import Job, Target
 from console.roles import OPERATOR, action
 from monitors import charts, panels
-from monitors.drills import policies, restores  # noqa: F401  (registers the drill job runners)
+from monitors.drills import backups, policies, restores  # noqa: F401  (restores registers the drill job runners)
 from monitors.drills.forms import PolicyForm
 from monitors.drills.models import Backup, BackupPolicy, DrillRun
 
@@ -53,15 +53,10 @@ def drill_run(request):
         return redirect(policy or "drills")
     database = policy.database if policy else target.dbname
     tenant = policy.tenant if policy else None
-    with jobs.exclusively(f"drills.backup_and_drill:{target.pk}:{database}:{tenant.pk if tenant else ''}"):
-        running = (Job.objects.filter(kind="drills.backup_and_drill", target=target, tenant=tenant, params__database=database)
-                   .exclude(state__in=Job.FINISHED_STATES).first())
-        if running is None:
-            job = jobs.create("drills.backup_and_drill", user=request.user, target=target, tenant=tenant,
-                              params={"database": database})
-    if running is not None:  # a second press, or a second operator: one backup and drill at a time
-        messages.info(request, f"A backup and drill of {target.name}/{database} is already under way: job #{running.pk}.")
-        return redirect(running)
+    job, new = backups.start("drills.backup_and_drill", target, database, tenant, user=request.user, policy=policy)
+    if not new:  # a second press, a second operator, or the schedule: one backup at a time
+        messages.info(request, f"A backup of {target.name}/{database} is already under way: job #{job.pk}.")
+        return redirect(job)
     audit.record(request, "drills.run", job, detail={"target": target.name, "database": database,
                                                      "tenant": tenant.slug if tenant else ""})
     return redirect(job)

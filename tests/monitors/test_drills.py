@@ -305,9 +305,11 @@ def test_it_starts_a_due_policy_once_every_n_hours(db, policy):
 
     first = backups.schedule_due(now)
     again = backups.schedule_due(now + timedelta(hours=1))
-    later = backups.schedule_due(now + timedelta(hours=6))
+    while_the_first_runs = backups.schedule_due(now + timedelta(hours=6))  # one backup of a database at a time
+    Job.objects.filter(pk__in=first).update(state=Job.State.SUCCEEDED, finished_at=now)
+    later = backups.schedule_due(now + timedelta(hours=12))
 
-    assert len(first) == 1 and again == [] and len(later) == 1
+    assert len(first) == 1 and again == [] and while_the_first_runs == [] and len(later) == 1
     job = Job.objects.get(pk=first[0])
     assert job.kind == "drills.backup_and_drill" and job.params == {"database": "demo"} and job.target == policy.target
 
@@ -429,3 +431,16 @@ def test_it_runs_no_smoke_query_that_calls_a_function_which_can_change_something
     assert "calls set_config, which can do more than read" in smoke[policy.smoke_queries[0]]["error"]
     assert smoke[policy.smoke_queries[0]]["rows"] is None and smoke[policy.smoke_queries[1]]["rows"] == 1
     assert drill_databases(fleet) == []
+
+
+def test_it_counts_a_backup_and_drill_started_by_hand_as_the_policys_run(db, policy, client_as):
+    policy.every_hours = 6
+    policy.save()
+    assert policy.is_due(timezone.now())
+
+    client_as("operator").post(reverse("drill-run"), {"policy": policy.pk})
+
+    policy.refresh_from_db()
+    assert not policy.is_due(timezone.now()) and policy.is_due(timezone.now() + timedelta(hours=6, minutes=1))
+    assert backups.schedule_due(timezone.now() + timedelta(hours=7)) == []  # the hand-started one is still under way
+    assert Job.objects.filter(kind="drills.backup_and_drill").count() == 1
