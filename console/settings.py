@@ -356,6 +356,13 @@ PGBACKREST_INFO_TIMEOUT_S = envfloat("PGBACKREST_INFO_TIMEOUT_S", 30.0)
 # pgBackRest and the drills' PostgreSQL run as this user when the worker runs as root.
 PITR_SERVICE_USER = env("PITR_SERVICE_USER", "postgres")
 PITR_SUPERUSER = env("PITR_SUPERUSER", "postgres")  # the restored copy's bootstrap superuser
+# The pgBackRest configuration files a physical backup policy may name (pgBackRest's own places,
+# and the local fleet's PGBACKREST_CONFIG), and the system users it may run as (never root).
+PITR_PGBACKREST_CONFIGS = [c.strip() for c in env(
+    "PITR_PGBACKREST_CONFIGS",
+    ",".join(filter(None, ["/etc/pgbackrest/pgbackrest.conf", "/etc/pgbackrest.conf", env("PGBACKREST_CONFIG")])),
+).split(",") if c.strip()]
+PITR_RUN_AS_USERS = [u.strip() for u in env("PITR_RUN_AS_USERS", PITR_SERVICE_USER).split(",") if u.strip()]
 PITR_PG_BIN = env("PITR_PG_BIN", "/usr/lib/postgresql/15/bin")
 PITR_DRILL_DIR = env("PITR_DRILL_DIR", "/var/tmp/fleet-console-pitr")
 PITR_RESTORE_PROCESSES = envint("PITR_RESTORE_PROCESSES", 2)

@@ -73,6 +73,8 @@ def django_db_setup(fleet, django_db_blocker):
     settings.JOB_HEARTBEAT_INTERVAL_S = JOB_HEARTBEAT_INTERVAL_S
     # Tests keep their backups in their own temporary directories.
     settings.BACKUP_ROOTS = [settings.BACKUP_DIR, tempfile.gettempdir()]
+    # The suite's pgBackRest configuration is one a physical backup policy may name.
+    settings.PITR_PGBACKREST_CONFIGS = [*settings.PITR_PGBACKREST_CONFIGS, env["PGBACKREST_CONFIG"]]
     # Test users need no slow password hashing.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # Django may have been set up before this module set POOL_PUBLISHER_ENABLED: make sure the

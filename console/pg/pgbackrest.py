@@ -51,6 +51,19 @@ class Stanza:
             raise ValueError(f"the pgBackRest configuration must be an absolute path, not {self.config!r}")
 
 
+def refusal(stanza: Stanza) -> str:
+    """Why the console will not run pgBackRest for this stanza ("" when it may): its configuration
+    must be one of PITR_PGBACKREST_CONFIGS, and its user one of PITR_RUN_AS_USERS, never root."""
+    if os.path.normpath(stanza.config) not in {os.path.normpath(c) for c in settings.PITR_PGBACKREST_CONFIGS}:
+        return (f"{stanza.config} is not one of the pgBackRest configurations the console may use "
+                f"({', '.join(settings.PITR_PGBACKREST_CONFIGS)}; the PITR_PGBACKREST_CONFIGS setting)")
+    user = stanza.run_as or settings.PITR_SERVICE_USER
+    if user == "root" or (stanza.run_as and stanza.run_as not in settings.PITR_RUN_AS_USERS):
+        return (f"pgBackRest does not run as {stanza.run_as!r}: leave it empty ({settings.PITR_SERVICE_USER}) or name one "
+                f"of {', '.join(u for u in settings.PITR_RUN_AS_USERS if u != 'root')} (the PITR_RUN_AS_USERS setting)")
+    return ""
+
+
 def as_user(args: list[str], user: str) -> list[str]:
     """args run as `user` when this process is root (PostgreSQL and its files refuse root)."""
     if os.geteuid() == 0 and user and user != "root":
@@ -63,10 +76,18 @@ def command(stanza: Stanza, verb: str, *options: str) -> list[str]:
                    stanza.run_as or settings.PITR_SERVICE_USER)
 
 
+# pgBackRest quotes the lines of a file it cannot parse as its configuration: never shown.
+PARSE_ERROR = re.compile(r"\[0(29|31|32|37)\]|found outside of section|at line \d+|unable to (load|parse)", re.IGNORECASE)
+NOT_A_CONFIGURATION = "the file is not a pgBackRest configuration"
+
+
 def said(output: str) -> str:
-    """pgBackRest's ERROR and WARN lines (its console log), or the last lines when it has none."""
+    """pgBackRest's ERROR and WARN lines (its console log), or the last lines when it has none;
+    an error about parsing its configuration is said without the text it quotes."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     wanted = [line for line in lines if re.match(r"^(P\d+\s+)?(ERROR|WARN|ASSERT)", line)]
+    if any(PARSE_ERROR.search(line) for line in lines):
+        return NOT_A_CONFIGURATION
     return "\n".join(wanted or lines[-5:])[:2000]
 
 
@@ -108,6 +129,9 @@ def run_tool(args: list[str], timeout_s: float, stop=None, what: str = "") -> su
 
 
 def run(stanza: Stanza, verb: str, *options: str, timeout_s: float | None = None, stop=None) -> subprocess.CompletedProcess:
+    refused = refusal(stanza)
+    if refused:
+        raise PgBackRestFailed(refused)
     timeout_s = timeout_s or settings.PGBACKREST_TIMEOUT_S
     result = run_tool(command(stanza, verb, *options), timeout_s, stop, what=f"pgbackrest {verb}")
     result.stdout, result.stderr = redact(result.stdout), redact(result.stderr)
@@ -165,6 +189,7 @@ class StanzaInfo:
     backups: list[BackupInfo] = field(default_factory=list)
     wal_min: str | None = None
     wal_max: str | None = None
+    system_id: int | None = None  # the db-system-id of the stanza's current database
 
     def newest(self) -> BackupInfo | None:
         return self.backups[-1] if self.backups else None
@@ -199,10 +224,21 @@ def parse_info(document: list[dict], name: str) -> StanzaInfo:
     backups.sort(key=lambda b: (b.stopped_at, b.label))
     archives = [a for a in entry.get("archive", []) if a.get("min")]
     status = entry.get("status", {})
+    databases = sorted(entry.get("db") or [], key=lambda d: d.get("id") or 0)
+    current = databases[-1] if databases else {}
     return StanzaInfo(
         name=name, status_code=int(status.get("code", -1)), status=status.get("message", ""), backups=backups,
         wal_min=min((a["min"] for a in archives), default=None), wal_max=max((a["max"] for a in archives), default=None),
+        system_id=int(current["system-id"]) if current.get("system-id") else None,
     )
+
+
+def system_identifier(conn) -> int:
+    """The server's system identifier (a streaming replica has its primary's): what a stanza's
+    db-system-id must be for the stanza to be that server's."""
+    from sqlalchemy import text
+
+    return int(conn.execute(text("SELECT system_identifier FROM pg_control_system()")).scalar_one())
 
 
 def info(stanza: Stanza) -> StanzaInfo:

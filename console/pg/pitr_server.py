@@ -90,15 +90,45 @@ def _quote(value: str) -> str:
     return "'" + str(value).replace("\\", "\\\\").replace("'", "''") + "'"
 
 
+# What an operator may set on the drill's server: resource settings only, each with a value of its
+# kind. Anything else (commands, libraries, files, includes, logging places) could run code or
+# reach files as the service user, so it is refused by the policy form and again before a start.
+DRILL_OWN = ("archive_mode", "archive_command", "port", "listen_addresses", "unix_socket_directories")
+MEMORY = re.compile(r"^\d{1,12}\s*(B|kB|MB|GB|TB)?$")
+COUNT = re.compile(r"^\d{1,7}$")
+DURATION = re.compile(r"^\d{1,9}\s*(us|ms|s|min|h|d)?$")
+BOOLEAN = re.compile(r"^(on|off|true|false|yes|no|1|0)$", re.IGNORECASE)
+ALLOWED_SETTINGS = {
+    **dict.fromkeys(("shared_buffers", "work_mem", "maintenance_work_mem", "effective_cache_size", "max_wal_size",
+                     "min_wal_size", "temp_buffers", "wal_buffers", "autovacuum_work_mem",
+                     "logical_decoding_work_mem"), MEMORY),
+    **dict.fromkeys(("max_connections", "max_worker_processes", "max_parallel_workers",
+                     "max_parallel_workers_per_gather", "max_parallel_maintenance_workers",
+                     "effective_io_concurrency", "maintenance_io_concurrency", "max_locks_per_transaction",
+                     "autovacuum_max_workers"), COUNT),
+    **dict.fromkeys(("recovery_min_apply_delay", "checkpoint_timeout", "statement_timeout"), DURATION),
+    **dict.fromkeys(("jit", "autovacuum", "parallel_leader_participation"), BOOLEAN),
+    "recovery_prefetch": re.compile(r"^(try|on|off)$"),
+    "hash_mem_multiplier": re.compile(r"^\d{1,4}(\.\d{1,3})?$"),
+}
+
+
 def check_settings(extra: dict) -> dict[str, str]:
-    """Settings an operator gives the drill's server (a smaller drill host: shared_buffers...)."""
+    """Settings an operator gives the drill's server (a smaller drill host: shared_buffers...):
+    only those of ALLOWED_SETTINGS, each with a value of its kind."""
     checked = {}
     for name, value in (extra or {}).items():
-        if not SETTING_NAME.match(str(name)):
+        name, value = str(name), str(value).strip()
+        if not SETTING_NAME.match(name):
             raise ValueError(f"not a PostgreSQL setting name: {name!r}")
-        if name in ("archive_mode", "archive_command", "port", "listen_addresses", "unix_socket_directories"):
+        if name in DRILL_OWN:
             raise ValueError(f"{name} is the drill's own setting: it cannot be changed")
-        checked[str(name)] = str(value)
+        if name not in ALLOWED_SETTINGS:
+            raise ValueError(f"{name} cannot be set on the drill's server: only resource settings can "
+                             f"({', '.join(sorted(ALLOWED_SETTINGS))})")
+        if not ALLOWED_SETTINGS[name].match(value):
+            raise ValueError(f"{value!r} is not a value of {name}")
+        checked[name] = value
     return checked
 
 

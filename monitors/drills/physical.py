@@ -42,6 +42,9 @@ class PhysicalBackupPolicy(models.Model):
     # pgBackRest's own retention, passed to every backup (expire runs right after it).
     retention_full = models.PositiveIntegerField(default=2, validators=[MinValueValidator(1)])  # repo1-retention-full
     retention_diff = models.PositiveIntegerField(null=True, blank=True)  # repo1-retention-diff
+    # A lower retention waits for an approver other than the requester (monitors/drills/physical_policies.py):
+    # {"retention_full", "retention_diff"} asked for, applied once approved.
+    pending_retention = models.JSONField(null=True, blank=True)
     # Alerts: the newest backup, and the newest archived WAL, may be at most this old.
     max_backup_age_h = models.PositiveIntegerField(default=26)
     max_wal_age_s = models.PositiveIntegerField(default=900)
@@ -66,6 +69,15 @@ class PhysicalBackupPolicy(models.Model):
             pitr_server.check_settings(self.server_settings)
         except ValueError as exc:
             raise ValidationError({"server_settings": str(exc)}) from exc
+
+    def retention_text(self, retention_full=None, retention_diff=None, *, asked: bool = False) -> str:
+        full, diff = (retention_full, retention_diff) if asked else (self.retention_full, self.retention_diff)
+        return f"{full} full" + (f", {diff} differential" if diff else ", differentials as long as their full")
+
+    def lowers_retention(self, retention_full, retention_diff) -> bool:
+        """Whether pgBackRest would keep fewer backups (no retention_diff: as long as their full)."""
+        return (retention_full or 0) < (self.retention_full or 0) or (
+            retention_diff is not None and (self.retention_diff is None or retention_diff < self.retention_diff))
 
     def stanza_ref(self) -> pgbackrest.Stanza:
         return pgbackrest.Stanza(config=self.config, name=self.stanza, run_as=self.run_as)

@@ -2,15 +2,22 @@
 when to back up and drill, pgBackRest's retention, the alert ages, the drill's smoke queries and
 its server's settings. Saved only once `pgbackrest info` reads the stanza with these settings."""
 
-from django import forms
-from django.core.exceptions import ValidationError
+import os
 
+from django import forms
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+
+from console import engines
+from console.models import Target
 from console.pg import pgbackrest, pitr_server
 from console.validators import validate_pg_name
 from monitors.drills.physical import PhysicalBackupPolicy
 from monitors.drills.restores import check_smoke_query
 
 HOURS_MAX = 24 * 366
+RETENTION_MAX = 10_000
 
 
 class PhysicalPolicyForm(forms.ModelForm):
@@ -47,10 +54,16 @@ class PhysicalPolicyForm(forms.ModelForm):
     def __init__(self, *args, target=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.target = target
-        for name in ("full_every_hours", "diff_every_hours", "incr_every_hours", "drill_every_hours", "max_backup_age_h"):
-            self.fields[name].min_value = 1
-            self.fields[name].max_value = HOURS_MAX
-            self.fields[name].widget.attrs.update(min=1, max=HOURS_MAX)
+        # Validators, not min_value/max_value: a field builds its validators when it is made.
+        bounds = {"full_every_hours": HOURS_MAX, "diff_every_hours": HOURS_MAX, "incr_every_hours": HOURS_MAX,
+                  "drill_every_hours": HOURS_MAX, "max_backup_age_h": HOURS_MAX, "retention_full": RETENTION_MAX,
+                  "retention_diff": RETENTION_MAX}
+        for name, maximum in bounds.items():
+            self.fields[name].validators += [MinValueValidator(1), MaxValueValidator(maximum)]
+            self.fields[name].widget.attrs.update(min=1, max=maximum)
+        self.fields["config"].help_text = f"One of {', '.join(settings.PITR_PGBACKREST_CONFIGS)} (PITR_PGBACKREST_CONFIGS)."
+        self.fields["run_as"].help_text = (f"Empty: {settings.PITR_SERVICE_USER} (PITR_SERVICE_USER). Or one of "
+                                           f"{', '.join(settings.PITR_RUN_AS_USERS)} (PITR_RUN_AS_USERS).")
         if self.instance.pk:
             self.initial["smoke_queries"] = "\n".join(self.instance.smoke_queries)
             self.initial["server_settings"] = "\n".join(f"{k} = {v}" for k, v in self.instance.server_settings.items())
@@ -78,6 +91,41 @@ class PhysicalPolicyForm(forms.ModelForm):
         except ValueError as exc:
             raise ValidationError(str(exc)) from exc
 
+    def clean_config(self) -> str:
+        config = self.cleaned_data["config"].strip()
+        if not os.path.isabs(config):
+            raise ValidationError("an absolute path on the worker's host, one of the PITR_PGBACKREST_CONFIGS setting")
+        return config
+
+    def _refused_stanza(self, cleaned) -> str:
+        """Why this stanza cannot be this target's ("" when it can)."""
+        try:
+            stanza = pgbackrest.Stanza(config=cleaned["config"], name=cleaned["stanza"], run_as=cleaned.get("run_as") or "")
+        except ValueError as exc:
+            return str(exc)
+        refused = pgbackrest.refusal(stanza)
+        if refused:
+            return refused
+        other = PhysicalBackupPolicy.objects.filter(stanza=stanza.name).exclude(target=self.target).first()
+        if other is not None:
+            return f"stanza {stanza.name} is already {other.target.name}'s: one stanza backs one server up"
+        try:
+            info = pgbackrest.info(stanza)
+        except (pgbackrest.PgBackRestFailed, ValueError) as exc:
+            return f"pgBackRest cannot read this stanza: {exc}"
+        if info.status_code not in (0, 2):  # 2: no backup yet, which is fine
+            return f"pgBackRest reports stanza {info.name}: {info.status}"
+        try:
+            with engines.connect(self.target) as conn:
+                system_id = pgbackrest.system_identifier(conn)
+        except Exception as exc:  # the target down, or no right to read pg_control_system()
+            return (f"the system identifier of {self.target.name} could not be read ({type(exc).__name__}), so the "
+                    "stanza cannot be checked to be its: try again once the target answers")
+        if info.system_id != system_id:
+            return (f"stanza {info.name} backs up another server (db-system-id {info.system_id}, "
+                    f"{self.target.name}'s system identifier is {system_id})")
+        return ""
+
     def clean_database(self) -> str:
         database = self.cleaned_data["database"]
         if database:
@@ -86,14 +134,13 @@ class PhysicalPolicyForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
+        if self.target is not None and self.target.role in (Target.Role.SCRATCH, Target.Role.PGBOUNCER):
+            raise ValidationError(f"{self.target.name} is a {self.target.get_role_display()} target: physical backups "
+                                  "are of a primary (or of a replica, with its primary's stanza)")
         if not self.errors:
-            try:
-                info = pgbackrest.info(pgbackrest.Stanza(config=cleaned["config"], name=cleaned["stanza"],
-                                                         run_as=cleaned.get("run_as") or ""))
-            except (pgbackrest.PgBackRestFailed, ValueError) as exc:
-                raise ValidationError(f"pgBackRest cannot read this stanza: {exc}") from exc
-            if info.status_code not in (0, 2):  # 2: no backup yet, which is fine
-                raise ValidationError(f"pgBackRest reports stanza {info.name}: {info.status}")
+            refused = self._refused_stanza(cleaned)
+            if refused:
+                raise ValidationError(refused)
         return cleaned
 
     def save(self, commit=True):

@@ -11,11 +11,11 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from console import audit, jobs
+from console import approvals, audit, jobs
 from console.models import Job, Target
 from console.roles import OPERATOR, action
 from console.pg import pgbackrest
-from monitors.drills import pitr, pitr_alerts
+from monitors.drills import physical_policies, pitr, pitr_alerts
 from monitors.drills.physical import PhysicalBackup, PhysicalBackupPolicy, PitrDrillRun
 from monitors.drills.physical_forms import PhysicalPolicyForm
 
@@ -118,9 +118,17 @@ def policy_form(request, target_id):
     policy = PhysicalBackupPolicy.objects.filter(target=target).first()
     form = PhysicalPolicyForm(request.POST or None, instance=policy, target=target)
     if request.method == "POST" and form.is_valid():
-        saved = form.save()
-        audit.record(request, "pitr.policy_save", detail={"target": target.name, "stanza": saved.stanza})
-        messages.success(request, f"Physical backup policy of {target.name} saved.")
-        return redirect("physical-backups", target.pk)
+        try:
+            saved, approval = physical_policies.save(form, request)
+        except approvals.ApprovalRefused as refusal:
+            messages.error(request, f"Not saved: {refusal}.")
+        else:
+            if approval is not None:
+                asked = saved.retention_text(**saved.pending_retention, asked=True)
+                messages.warning(request, f"Saved, except the lower retention ({asked}): "
+                                          "it waits for an approver other than you.")
+            else:
+                messages.success(request, f"Physical backup policy of {target.name} saved.")
+            return redirect("physical-backups", target.pk)
     title = f"{'Edit the' if policy else 'New'} physical backup policy of {target.name}"
     return render(request, "monitors/physical_policy_form.html", {"form": form, "target": target, "title": title})

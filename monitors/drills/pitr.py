@@ -209,6 +209,13 @@ def _run_steps(ctx, step, run: PitrDrillRun, policy: PhysicalBackupPolicy, serve
                               f"{exc}. Look at the target's archiving (pg_stat_archiver) and the stanza.") from exc
         return "the WAL up to now is archived"
 
+    refused = pgbackrest.refusal(stanza)  # the form refused these; a policy saved otherwise is refused here
+    try:
+        pitr_server.check_settings(policy.server_settings)
+    except ValueError as exc:
+        refused = refused or f"the policy's settings of the drill's server: {exc}"
+    if refused:
+        raise DrillFailed(f"Not drilled: {refused}. Correct the physical backup policy, then drill again.")
     step("archive check", archive_check)
 
     def choose():

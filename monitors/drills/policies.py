@@ -22,42 +22,59 @@ def retention_shown(policy: BackupPolicy) -> dict:
     }
 
 
-def apply_retention_change(approval) -> None:
-    """Once approved, in the transaction of the decision."""
-    policy = BackupPolicy.objects.select_for_update().get(pk=approval.object_id)
-    if not policy.pending_retention:
-        raise approvals.ApprovalRefused("nothing waits to be applied any more", void=True)
-    policy.keep_count = policy.pending_retention.get("keep_count")
-    policy.keep_days = policy.pending_retention.get("keep_days")
-    policy.pending_retention = None
-    policy.save(update_fields=["keep_count", "keep_days", "pending_retention"])
+def apply_pending_retention(model, fields: tuple[str, ...]):
+    """What applies a policy's approved `pending_retention` (its `fields`), once approved, in the
+    transaction of the decision."""
+    def apply(approval) -> None:
+        policy = model.objects.select_for_update().get(pk=approval.object_id)
+        if not policy.pending_retention:
+            raise approvals.ApprovalRefused("nothing waits to be applied any more", void=True)
+        for name in fields:
+            setattr(policy, name, policy.pending_retention.get(name))
+        policy.pending_retention = None
+        policy.save(update_fields=[*fields, "pending_retention"])
+
+    return apply
 
 
-approvals.register(RETENTION_APPROVAL, model=BackupPolicy, shown=retention_shown, on_approved=apply_retention_change)
+RETENTION_FIELDS = ("keep_count", "keep_days")
+approvals.register(RETENTION_APPROVAL, model=BackupPolicy, shown=retention_shown,
+                   on_approved=apply_pending_retention(BackupPolicy, RETENTION_FIELDS))
+
+
+def save_holding_lower_retention(form, request, *, kind: str, fields: tuple[str, ...], shown, summary):
+    """Save the form's policy, its retention `fields` too unless they lower retention
+    (`policy.lowers_retention(**wanted)`): then they wait in `pending_retention` for an approval
+    of `kind`, asked for (`summary(policy, wanted)`) unless the same one already waits.
+    Returns (policy, approval or None, created, wanted, lowers)."""
+    policy = form.instance
+    created = policy.pk is None
+    wanted = {name: form.cleaned_data.get(name) for name in fields}
+    before = type(policy).objects.get(pk=policy.pk) if not created else None
+    lowers = before is not None and before.lowers_retention(**wanted)
+    if lowers:
+        for name in fields:
+            setattr(policy, name, getattr(before, name))
+        policy.pending_retention = wanted
+    elif not created and wanted != {name: getattr(before, name) for name in fields}:
+        policy.pending_retention = None  # a higher retention replaces a lower one that waited
+    policy = form.save()
+    approval = None
+    if lowers:
+        approval = approvals.pending(kind, policy)
+        if approval is None or approval.is_expired() or approval.digest != approvals.digest_of(shown(policy)):
+            approval = approvals.request(kind, policy, shown(policy), summary(policy, wanted), request.user,
+                                         http_request=request)
+    return policy, approval, created, wanted, lowers
 
 
 def save(form, request) -> tuple[BackupPolicy, object | None]:
     """Save the form's policy; a lower retention is asked for instead of applied. Returns the
     policy and the approval request, if one was made (or already waits for this retention)."""
-    policy: BackupPolicy = form.instance
-    created = policy.pk is None
-    wanted = {"keep_count": form.cleaned_data.get("keep_count"), "keep_days": form.cleaned_data.get("keep_days")}
-    before = BackupPolicy.objects.get(pk=policy.pk) if not created else None
-    lowers = before is not None and before.lowers_retention(**wanted)
-    if lowers:
-        policy.keep_count, policy.keep_days = before.keep_count, before.keep_days
-        policy.pending_retention = wanted
-    elif not created and wanted != {"keep_count": before.keep_count, "keep_days": before.keep_days}:
-        policy.pending_retention = None  # a higher retention replaces a lower one that waited
-    form.save()
-    approval = None
-    if lowers:
-        approval = approvals.pending(RETENTION_APPROVAL, policy)
-        if approval is None or approval.is_expired() or approval.digest != approvals.digest_of(retention_shown(policy)):
-            summary = (f"Lower the retention of backups of {policy}: from {policy.retention_text()} "
-                       f"to {retention_text(**wanted)}.")
-            approval = approvals.request(RETENTION_APPROVAL, policy, retention_shown(policy), summary, request.user,
-                                         http_request=request)
+    policy, approval, created, wanted, lowers = save_holding_lower_retention(
+        form, request, kind=RETENTION_APPROVAL, fields=RETENTION_FIELDS, shown=retention_shown,
+        summary=lambda policy, wanted: (f"Lower the retention of backups of {policy}: from {policy.retention_text()} "
+                                        f"to {retention_text(**wanted)}."))
     audit.record(request, "drills.policy_save", policy, detail={
         "created": created, "schedule": policy.schedule_text(), "retention": policy.retention_text(),
         "retention_asked": retention_text(**wanted) if lowers else "", "approval": approval.pk if approval else None})

@@ -49,7 +49,6 @@ def test_it_saves_the_valid_form_these_cases_start_from(demo_targets, fleet, cli
     assert response.status_code == 302 and PhysicalBackupPolicy.objects.count() == 1
 
 
-@pytest.mark.xfail(strict=True, reason="attack finding 14")
 @pytest.mark.parametrize("run_as", ["", "root"], ids=["service-user", "root"])
 def test_it_never_shows_the_lines_of_a_file_named_as_the_pgbackrest_configuration(run_as, secret_file, demo_targets,
                                                                                    fleet, client_as):
@@ -64,7 +63,7 @@ def test_it_never_shows_the_lines_of_a_file_named_as_the_pgbackrest_configuratio
 
 
 @pytest.mark.parametrize("run_as", [
-    pytest.param("root", marks=pytest.mark.xfail(strict=True, reason="attack finding 14")), "-u", "nobody --", "daemon"])
+    "root", "-u", "nobody --", "daemon"])
 def test_it_refuses_to_run_pgbackrest_as_a_user_the_operator_names(run_as, demo_targets, fleet, client_as):
     if os.geteuid() != 0:
         pytest.skip("run_as only matters when the worker runs as root")
@@ -95,7 +94,6 @@ DANGEROUS_SETTINGS = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="attack finding 15")
 @pytest.mark.parametrize("setting", DANGEROUS_SETTINGS, ids=[s.split(" =")[0] for s in DANGEROUS_SETTINGS])
 def test_it_refuses_drill_server_settings_that_run_commands_load_code_or_move_files(setting, demo_targets, fleet,
                                                                                      client_as):
@@ -122,7 +120,6 @@ BAD_NUMBERS = [{"full_every_hours": "0"}, {"full_every_hours": "100000"}, {"dril
                {"incr_every_hours": "9000"}, {"max_backup_age_h": "0"}]
 
 
-@pytest.mark.xfail(strict=True, reason="attack finding 16")
 @pytest.mark.parametrize("changes", BAD_NUMBERS, ids=[next(iter(c)) + "-" + next(iter(c.values())) for c in BAD_NUMBERS])
 def test_it_refuses_hours_outside_the_physical_forms_own_bounds(changes, demo_targets, fleet, client_as):
     target = demo_targets["demo-primary"]
@@ -150,7 +147,6 @@ def test_it_refuses_the_physical_policy_form_to_a_viewer_and_for_a_missing_targe
     assert not PhysicalBackupPolicy.objects.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="attack finding 15")
 def test_it_runs_no_command_an_operator_put_in_the_drill_servers_settings(transactional_db, fleet, run_here, marks,
                                                                           drill_dir, policy):
     """End to end: the setting is stored as the form takes it; a real backup and PITR drill follow."""
@@ -171,7 +167,6 @@ def test_it_runs_no_command_an_operator_put_in_the_drill_servers_settings(transa
     assert not ran, "the drill's server ran the operator's recovery_end_command on the worker's host"
 
 
-@pytest.mark.xfail(strict=True, reason="attack finding 20")
 @pytest.mark.parametrize("changes", [{"retention_full": "1"}, {"retention_diff": "1"}], ids=["full", "diff"])
 def test_it_waits_for_another_approver_before_pgbackrest_keeps_fewer_backups(changes, demo_targets, fleet, client_as):
     """As for a logical policy's retention (four eyes): an operator alone cannot lower what pgBackRest
@@ -190,7 +185,6 @@ def test_it_waits_for_another_approver_before_pgbackrest_keeps_fewer_backups(cha
     assert Approval.objects.filter(decision=Approval.Decision.PENDING).exists()
 
 
-@pytest.mark.xfail(strict=True, reason="attack finding 21")
 @pytest.mark.parametrize("other", ["demo-scratch", "demo-bouncer"])
 def test_it_refuses_another_servers_stanza_as_a_targets_physical_policy(other, demo_targets, fleet, client_as):
     """Stanza demo is demo-primary's (its system identifier): named for another target, that target's

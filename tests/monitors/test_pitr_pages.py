@@ -134,6 +134,51 @@ def test_it_saves_a_physical_policy_once_pgbackrest_reads_the_stanza(demo_target
     assert "Edit policy" in operator.get(response["Location"]).content.decode()
 
 
+def test_it_applies_a_lower_pgbackrest_retention_only_once_another_approver_approves_it(demo_targets, fleet,
+                                                                                       client_as, users):
+    from console import approvals
+    from monitors.drills import physical_policies
+
+    url = reverse("physical-policy", args=[demo_targets["demo-primary"].pk])
+    client_as("operator").post(url, _form(fleet, retention_full="3", retention_diff="3"))
+
+    client_as("operator").post(url, _form(fleet, retention_full="1", retention_diff="3", drill_every_hours="12"))
+
+    policy = PhysicalBackupPolicy.objects.get()
+    assert policy.drill_every_hours == 12  # what does not lower retention applies at once
+    assert (policy.retention_full, policy.retention_diff) == (3, 3)
+    assert policy.pending_retention == {"retention_full": 1, "retention_diff": 3}
+    approval = approvals.pending(physical_policies.RETENTION_APPROVAL, policy)
+    assert approval.requested_by == users["operator"]
+    assert approval.shown["retention asked for"] == {"retention_full": 1, "retention_diff": 3}
+    with pytest.raises(approvals.ApprovalRefused, match="someone else must decide"):
+        approvals.decide(approval, users["operator"], True, shown_digest=approval.digest)
+
+    decided = client_as("approver").post(reverse("approval-decide", args=[approval.pk]),
+                                         {"decision": "approve", "digest": approval.digest})
+
+    assert decided.status_code == 302
+    policy.refresh_from_db()
+    assert (policy.retention_full, policy.retention_diff, policy.pending_retention) == (1, 3, None)
+
+
+def test_it_takes_a_stanza_only_for_the_server_it_backs_up_and_once(demo_targets, fleet, client_as):
+    from console.models import Target
+
+    operator = client_as("operator")
+    other = demo_targets["demo-scratch"]
+    Target.objects.filter(pk=other.pk).update(role=Target.Role.PRIMARY)  # another server, not a scratch one
+
+    refused = operator.post(reverse("physical-policy", args=[other.pk]), _form(fleet)).content.decode()
+    replica = operator.post(reverse("physical-policy", args=[demo_targets["demo-replica"].pk]), _form(fleet))
+    primary = operator.post(reverse("physical-policy", args=[demo_targets["demo-primary"].pk]), _form(fleet))
+
+    assert "stanza demo backs up another server (db-system-id" in refused
+    assert replica.status_code == 302  # a streaming replica has its primary's system identifier
+    assert "stanza demo is already demo-replica&#x27;s" in primary.content.decode()
+    assert list(PhysicalBackupPolicy.objects.values_list("target__name", flat=True)) == ["demo-replica"]
+
+
 def test_it_refuses_a_policy_pgbackrest_cannot_read_or_with_bad_input_and_changes_nothing(demo_targets, fleet, client_as):
     target = demo_targets["demo-primary"]
     url = reverse("physical-policy", args=[target.pk])
@@ -156,10 +201,10 @@ def test_it_shows_the_policy_form_with_pgbackrests_own_error(page, users, demo_t
     page.fill("#id_username", "operator")
     page.fill("#id_password", "operator-pw-123")
     page.click("button[type=submit]")
-    page.fill("#id_stanza", "demo")
-    page.fill("#id_config", "/etc/pgbackrest/missing.conf")
+    page.fill("#id_stanza", "no-such-stanza")
+    page.fill("#id_config", fleet.env()["PGBACKREST_CONFIG"])
     page.click("button:has-text('Save')")
 
-    expect(page.locator("form .error")).to_contain_text("unable to open missing file '/etc/pgbackrest/missing.conf'")
+    expect(page.locator("form .error")).to_contain_text("pgBackRest reports stanza no-such-stanza: missing stanza path")
     page.screenshot(path=str(artifacts / "pitr-policy-form.png"), full_page=True)
     assert not PhysicalBackupPolicy.objects.exists()
