@@ -16,10 +16,11 @@ of standalone backfills and console-authored changes: batch size adapted to a ta
 health indicators checked between batches, the job throttled while one says Stop, a checkpoint
 after every batch, so a killed worker resumes mid-tenant, each row set once), one Backfill row
 per tenant (its rows done/total and rate on the grid), then stamps the revision in the tenant's
-version table; `alembic upgrade` outside the console runs the revision's own simple loop. The first failure
-stops the rollout: tenants not yet started are left untouched, those in flight finish. Pause,
-resume and abort are the job's (console/jobs.py); a paused or aborted rollout stops handing out
-tenants, so each is either fully at the stage or untouched. Retrying a failed rollout goes on
+version table; `alembic upgrade` outside the console runs the revision's own simple loop.
+The first failure stops the rollout: tenants not yet started are left untouched, those in flight
+finish. Pause, resume and abort are the job's (console/jobs.py); a paused or aborted rollout
+stops handing out tenants, so each is either fully at the stage or untouched (a backfill stage
+also stops between two batches of a tenant, which stays at the stage before until it is done). Retrying a failed rollout goes on
 from its checkpoint (the tenants done stay done).
 """
 

@@ -278,7 +278,9 @@ def _migrate_to(tenant, revision):
 
 
 def test_it_rolls_out_to_a_database_tenant_with_its_version_table_in_its_own_database(transactional_db, demo_targets,
-                                                                                      users, run_here):
+                                                                                      users, run_here, fleet):
+    from psycopg import sql as pgsql
+
     from console.pg import tenancy
 
     primary = demo_targets["demo-primary"]
@@ -304,7 +306,10 @@ def test_it_rolls_out_to_a_database_tenant_with_its_version_table_in_its_own_dat
         assert _version(schema_tenant) == "0005"
     finally:
         engines.forget(primary.pk, db_tenant.database_name)
-        with engines.autocommit(primary) as conn:
-            tenancy.drop_database(conn, db_tenant.database_name)
+        # As the superuser: the backfill's health checks had a monitor-login session in the tenant's
+        # database, which the change login may not terminate while it is still closing.
+        with superuser(fleet) as conn:
+            conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                pgsql.Identifier(db_tenant.database_name)))
         with engines.connect(primary, credential="change") as conn:
             tenancy.drop_schema(conn, schema_tenant.schema_name)
