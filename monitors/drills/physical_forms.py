@@ -26,7 +26,8 @@ class PhysicalPolicyForm(forms.ModelForm):
         help_text="One SELECT per line, run on the restored copy; each must return at least one row.")
     server_settings = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 2}), label="Settings of the drill's server",
-        help_text="name = value per line, for a smaller drill host (shared_buffers = 128MB).")
+        help_text="name = value per line, for a smaller drill host (shared_buffers = 128MB): resource settings only "
+                  "(memory, connections, parallel workers, jit, recovery_min_apply_delay...).")
 
     class Meta:
         model = PhysicalBackupPolicy

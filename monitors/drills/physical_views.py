@@ -45,6 +45,7 @@ def physical_backups(request, target_id):
         except (pgbackrest.PgBackRestFailed, ValueError) as exc:
             context["info_error"] = str(exc)
         context["archiver"] = pitr_alerts.archiver_state(target)
+        context["approval"] = approvals.pending(physical_policies.RETENTION_APPROVAL, policy)
         context["default_moment"] = timezone.now() - policy.delay
     now = timezone.now()
     context["backups"] = [{"backup": b, "age_s": (now - b.stopped_at).total_seconds()}

@@ -309,3 +309,34 @@ def test_it_runs_no_smoke_query_that_calls_a_function_which_can_do_more_than_rea
     refused = run.verification["smoke"][1]
     assert refused["rows"] is None and "calls pg_terminate_backend, which can do more than read" in refused["error"]
     assert "smoke query" in run.reason and leftovers(drill_dir) == []
+
+
+def test_it_says_a_configuration_pgbackrest_cannot_parse_without_the_lines_it_quotes():
+    output = "P00  ERROR: [029]: key/value found outside of section at line 1: 127.0.0.1:5432:*:fleet_owner:Secret-9\n"
+
+    assert pgbackrest.said(output) == "the file is not a pgBackRest configuration"
+    assert pgbackrest.said("P00  ERROR: [055]: unable to open missing file '/x.conf' for read") == (
+        "P00  ERROR: [055]: unable to open missing file '/x.conf' for read")
+
+
+def test_it_refuses_pgbackrest_with_a_configuration_or_user_not_allowed(settings):
+    settings.PITR_PGBACKREST_CONFIGS, settings.PITR_RUN_AS_USERS = ["/etc/pgbackrest/pgbackrest.conf"], ["postgres"]
+
+    assert pgbackrest.refusal(pgbackrest.Stanza(config="/etc/pgbackrest/pgbackrest.conf", name="demo")) == ""
+    assert pgbackrest.refusal(pgbackrest.Stanza(config="/etc/pgbackrest/pgbackrest.conf", name="demo", run_as="postgres")) == ""
+    for stanza in (pgbackrest.Stanza(config="/proc/self/environ", name="demo"),
+                   pgbackrest.Stanza(config="/etc/pgbackrest/pgbackrest.conf", name="demo", run_as="root"),
+                   pgbackrest.Stanza(config="/etc/pgbackrest/pgbackrest.conf", name="demo", run_as="www-data")):
+        assert pgbackrest.refusal(stanza)
+        with pytest.raises(pgbackrest.PgBackRestFailed):
+            pgbackrest.info(stanza)
+
+
+def test_it_lets_the_drills_server_take_only_resource_settings_with_values_of_their_kind():
+    assert pitr_server.check_settings({"shared_buffers": "64MB", "jit": "off", "recovery_min_apply_delay": "1h",
+                                       "max_parallel_workers": "2"}) == {
+        "shared_buffers": "64MB", "jit": "off", "recovery_min_apply_delay": "1h", "max_parallel_workers": "2"}
+    for bad in ({"recovery_end_command": "touch /tmp/x"}, {"shared_preload_libraries": "x"}, {"include": "/tmp/x"},
+                {"shared_buffers": "64MB'; x"}, {"jit": "maybe"}, {"max_connections": "-1"}):
+        with pytest.raises(ValueError):
+            pitr_server.check_settings(bad)

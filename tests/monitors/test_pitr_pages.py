@@ -151,6 +151,9 @@ def test_it_applies_a_lower_pgbackrest_retention_only_once_another_approver_appr
     approval = approvals.pending(physical_policies.RETENTION_APPROVAL, policy)
     assert approval.requested_by == users["operator"]
     assert approval.shown["retention asked for"] == {"retention_full": 1, "retention_diff": 3}
+    page = client_as("viewer").get(reverse("physical-backups", args=[policy.target.pk])).content.decode()
+    assert "Asked for: repo1-retention-full=1, repo1-retention-diff=3" in page
+    assert reverse("approval-detail", args=[approval.pk]) in page
     with pytest.raises(approvals.ApprovalRefused, match="someone else must decide"):
         approvals.decide(approval, users["operator"], True, shown_digest=approval.digest)
 
