@@ -10,6 +10,12 @@ from migrations_ui import staging
 from migrations_ui.staging import Stage
 
 
+# The rate chart: an interval between batches this many times the usual one (and at least
+# PAUSE_MIN_S) was a pause or a throttled wait.
+PAUSE_FACTOR = 5
+PAUSE_MIN_S = 1.0
+
+
 class Backfill(models.Model):
     """One backfill of a column on a target: what to set, where, how gently, and how far it got.
     The job (`migrations.backfill`) does the work; its state, rate and throttle reason are the
@@ -55,11 +61,21 @@ class Backfill(models.Model):
     def __str__(self):
         return f"{self.schema}.{self.table}.{self.set_column} on {self.target}"
 
-    def rates(self) -> list[tuple[float, float]]:
-        """(unix seconds, rows per second since the sample before) for each sample but the first."""
-        points = self.rate_samples or []
-        return [(t, (rows - rows_before) / (t - t_before)) for (t_before, rows_before), (t, rows)
-                in zip(points, points[1:]) if t > t_before]
+    def rates(self) -> list[tuple[float, float | None]]:
+        """(unix seconds, rows per second since the sample before) for each sample but the first.
+        An interval far longer than the backfill's usual one between batches (PAUSE_FACTOR times
+        its median) was a pause or a throttled wait, not work: it is a gap, (its middle, None)."""
+        points = [(t, rows) for t, rows in (self.rate_samples or [])]
+        intervals = sorted(t - t_before for (t_before, _), (t, _) in zip(points, points[1:]) if t > t_before)
+        if not intervals:
+            return []
+        longest_s = max(PAUSE_MIN_S, PAUSE_FACTOR * intervals[len(intervals) // 2])
+        rates = []
+        for (t_before, rows_before), (t, rows) in zip(points, points[1:]):
+            if t <= t_before:
+                continue
+            rates.append(((t_before + t) / 2, None) if t - t_before > longest_s else (t, (rows - rows_before) / (t - t_before)))
+        return rates
 
     def get_absolute_url(self):
         return reverse("backfill-detail", args=[self.pk])

@@ -35,7 +35,14 @@
 
   function tick(seconds, span_s) {
     const iso = new Date(seconds * 1000).toISOString(); // UTC, like every time on the console
-    return span_s > 86400 ? `${iso.slice(5, 10)} ${iso.slice(11, 16)}` : iso.slice(11, 16);
+    if (span_s > 86400) return `${iso.slice(5, 10)} ${iso.slice(11, 16)}`;
+    if (span_s < 60) return iso.slice(11, 21); // tenths of a second for a span of seconds
+    return span_s <= 900 ? iso.slice(11, 19) : iso.slice(11, 16); // seconds for a short span
+  }
+
+  function axisSize(u, values) { // wide enough for the longest value and the axis title beside it
+    const longest = Math.max(0, ...(values || []).map((v) => String(v).length));
+    return Math.max(50, 26 + 7 * longest);
   }
 
   function stamp(seconds) {
@@ -63,10 +70,10 @@
       ],
       axes: [
         {
-          space: span_s > 86400 ? 90 : 50,
+          space: span_s > 86400 ? 90 : span_s <= 900 ? 70 : 50,
           values: (u, splits) => splits.map((v) => tick(v, span_s)),
         },
-        { label: unit, size: unit === "bytes" ? 70 : 50, values: (u, splits) => splits.map((v) => axisValue(v, unit)) },
+        { label: unit, size: axisSize, values: (u, splits) => splits.map((v) => axisValue(v, unit)) },
       ],
       cursor: { drag: { x: false, y: false } },
       legend: { live: true },
