@@ -278,9 +278,7 @@ def _migrate_to(tenant, revision):
 
 
 def test_it_rolls_out_to_a_database_tenant_with_its_version_table_in_its_own_database(transactional_db, demo_targets,
-                                                                                      users, run_here, fleet):
-    from psycopg import sql as pgsql
-
+                                                                                      users, run_here):
     from console.pg import tenancy
 
     primary = demo_targets["demo-primary"]
@@ -304,12 +302,15 @@ def test_it_rolls_out_to_a_database_tenant_with_its_version_table_in_its_own_dat
         with engines.connect(primary, credential="change", database=db_tenant.database_name, rollback=True) as conn:
             assert migrator.current_version(conn, "public") == "0005"
         assert _version(schema_tenant) == "0005"
+        def no_monitor_session_left():  # in the tenant's database (each look a transaction of its own)
+            with engines.connect(primary, rollback=True) as conn:
+                return conn.execute(text("SELECT count(*) = 0 FROM pg_stat_activity WHERE datname = :d"
+                                         " AND usename = current_user"), {"d": db_tenant.database_name}).scalar_one()
+
+        wait_until(no_monitor_session_left, 10, "the health checks' sessions in the tenant's database to close")
     finally:
         engines.forget(primary.pk, db_tenant.database_name)
-        # As the superuser: the backfill's health checks had a monitor-login session in the tenant's
-        # database, which the change login may not terminate while it is still closing.
-        with superuser(fleet) as conn:
-            conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                pgsql.Identifier(db_tenant.database_name)))
+        with engines.autocommit(primary) as conn:
+            tenancy.drop_database(conn, db_tenant.database_name)
         with engines.connect(primary, credential="change") as conn:
             tenancy.drop_schema(conn, schema_tenant.schema_name)
