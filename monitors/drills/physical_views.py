@@ -62,12 +62,11 @@ def start_backup(request, target_id):
     if kind not in pgbackrest.BACKUP_TYPES:
         messages.error(request, f"Not started: a backup type is one of {', '.join(pgbackrest.BACKUP_TYPES)}.")
         return redirect("physical-backups", target_id)
-    running = pitr.unfinished_backup(policy.target)
-    if running is not None:
-        messages.warning(request, f"Not started: a backup of {policy.target.name} is already running (#{running.pk}); "
+    job, new = pitr.start_backup(policy.target, kind, user=request.user)
+    if not new:
+        messages.warning(request, f"Not started: a backup of {policy.target.name} is already running (#{job.pk}); "
                                   "pgBackRest backs a stanza up once at a time.")
-        return redirect(running)
-    job = jobs.create("pitr.backup", user=request.user, target=policy.target, params={"type": kind})
+        return redirect(job)
     audit.record(request, "pitr.backup", job, detail={"target": policy.target.name, "type": kind})
     return redirect(job)
 

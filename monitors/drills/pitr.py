@@ -78,6 +78,19 @@ def unfinished_backup(target: Target) -> Job | None:
     return Job.objects.filter(kind="pitr.backup", target=target).exclude(state__in=Job.FINISHED_STATES).first()
 
 
+def start_backup(target: Target, kind: str, user=None, claim=None) -> tuple[Job, bool]:
+    """A pgBackRest backup of the target unless one is under way: (the job, whether it is new).
+    Checked and created under one advisory lock, so two presses, or a press and the schedule,
+    never start two; `claim()` (the schedule's conditional UPDATE) may still decline it."""
+    with jobs.exclusively(f"pitr.backup:{target.pk}"):
+        running = unfinished_backup(target)
+        if running is not None:
+            return running, False
+        if claim is not None and not claim():
+            return None, False
+        return jobs.create("pitr.backup", user=user, target=target, params={"type": kind}), True
+
+
 @jobs.runner("pitr.backup")
 def run_backup(ctx: jobs.JobContext) -> dict:
     """One pgBackRest backup of the target's stanza (params: type full|diff|incr), with the
@@ -453,16 +466,20 @@ def schedule_due(now=None) -> list[int]:
     started = []
     for policy in PhysicalBackupPolicy.objects.select_related("target"):
         for kind in policy.due(now):
-            if kind != "drill" and unfinished_backup(policy.target):
-                continue  # due again at the next beat, once the running backup is over
-            with transaction.atomic():
-                scheduled = {**policy.scheduled, kind: now.isoformat()}
-                if not PhysicalBackupPolicy.objects.filter(pk=policy.pk, scheduled=policy.scheduled).update(scheduled=scheduled):
-                    break
-                policy.scheduled = scheduled
-                if kind == "drill":
-                    job = jobs.create("pitr.drill", target=policy.target)
-                else:
-                    job = jobs.create("pitr.backup", target=policy.target, params={"type": kind})
+            scheduled = {**policy.scheduled, kind: now.isoformat()}
+
+            def claim(scheduled=scheduled):
+                return PhysicalBackupPolicy.objects.filter(pk=policy.pk, scheduled=policy.scheduled).update(scheduled=scheduled)
+
+            if kind == "drill":
+                with transaction.atomic():
+                    job = jobs.create("pitr.drill", target=policy.target) if claim() else None
+            else:
+                job, new = start_backup(policy.target, kind, claim=claim)
+                if job is not None and not new:
+                    continue  # a backup under way: due again at the next beat, once it is over
+            if job is None:  # another beat claimed it
+                break
+            policy.scheduled = scheduled
             started.append(job.pk)
     return started

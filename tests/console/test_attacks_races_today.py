@@ -69,7 +69,6 @@ def test_it_starts_one_backup_and_drill_for_two_presses_at_the_same_moment(trans
     assert Job.objects.filter(kind="drills.backup_and_drill").count() == 1
 
 
-@pytest.mark.xfail(strict=True, reason="attack finding 13")
 def test_it_starts_one_physical_backup_for_two_presses_at_the_same_moment(transactional_db, users, demo_targets):
     primary = demo_targets["demo-primary"]
     PhysicalBackupPolicy.objects.create(target=primary, stanza="demo", config="/nonexistent/pgbackrest.conf")
