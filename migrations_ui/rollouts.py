@@ -372,17 +372,18 @@ def _backfill_tenant(ctx: _TenantContext, rollout: Rollout, change, target, unit
         before = migrator.current_version(conn, schema)
     if not migrator.to_run(before, schema, rollout.revision, rollout.down_revision or None):
         return before, before
-    backfill = _tenant_backfill(rollout, change, target, unit, cell)
-    services.run_backfill(ctx, backfill)
-    with databases.session(target, unit["database"],
-                           statement_timeout_ms=settings.TENANT_MIGRATE_STATEMENT_TIMEOUT_MS) as conn:
-        tenancy.lock_session(conn, f"{schema}:migrate")
-        _before, after = migrator.stamp(conn, schema, rollout.revision, rollout.down_revision)
-    if unit["database"]:
-        # A database tenant's own pools, the monitor login's of the health checks among them: none
-        # stays open in its database (offboarding's DROP DATABASE ... FORCE, as the change login,
-        # may not end another login's sessions).
-        databases.forget(target.pk, unit["database"])
+    try:
+        services.run_backfill(ctx, _tenant_backfill(rollout, change, target, unit, cell))
+        with databases.session(target, unit["database"],
+                               statement_timeout_ms=settings.TENANT_MIGRATE_STATEMENT_TIMEOUT_MS) as conn:
+            tenancy.lock_session(conn, f"{schema}:migrate")
+            _before, after = migrator.stamp(conn, schema, rollout.revision, rollout.down_revision)
+    finally:
+        if unit["database"]:
+            # A database tenant's own pools, the monitor login's of the health checks among them: none
+            # stays open in its database, done, throttled or failed (offboarding's DROP DATABASE ...
+            # FORCE, as the change login, may not end another login's sessions).
+            databases.forget(target.pk, unit["database"])
     return before, after
 
 
