@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from console import approvals, audit, engines, fanout, jobs
@@ -156,11 +156,7 @@ def request(change: StagedChange, stage: str, user, *, canary: str = "", wave_si
         raise RolloutRefused(f"No active tenant {canary!r} to be the canary.")
     chosen = canary or _smallest(units)
     try:
-        with transaction.atomic():
-            # One open rollout per stage: two requests at once wait here for each other.
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                               [f"rollout:{change.name}:{stage}"])
+        with jobs.exclusively(f"rollout:{change.name}:{stage}"):  # one open rollout per stage, two requests at once too
             open_one = open_rollout(change.name, stage)
             if open_one is not None:
                 raise RolloutRefused(f"A rollout of {stage} already {open_one[1]} (#{open_one[0].pk}): one at a time. "

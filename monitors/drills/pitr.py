@@ -29,19 +29,14 @@ from psycopg import sql
 from console import jobs
 from console.models import Job, Target
 from console.pg import backup as pg_backup, pgbackrest, pitr_server
-from console.pg.pitr_server import DrillServer, lsn_int, lsn_text, segment_start_lsn
-from console.secrets import redact
+from console.pg.pitr_server import DrillServer, lsn_text, segment_start_lsn
 from monitors.drills.physical import PhysicalBackup, PhysicalBackupPolicy, PitrDrillRun
-from monitors.drills.restores import _over, smoke_query_calls  # the logical drills' rules
+from monitors.drills.restores import DrillFailed, _over, outcome_of, smoke_query_calls  # the logical drills' rules
 
 log = logging.getLogger(__name__)
 
 DRILL_STEPS = 10
 ATTEMPT_DIR = re.compile(r"^run-(\d+)-a(\d+)$")
-
-
-class DrillFailed(Exception):
-    """The drill ran and the copy did not pass: the message says why, for an operator."""
 
 
 def policy_of(target: Target) -> PhysicalBackupPolicy:
@@ -181,19 +176,8 @@ def drill(ctx: jobs.JobContext) -> PitrDrillRun:
     ctx.log(f"PITR drill {run.pk}: {job.target.name} (stanza {policy.stanza}) to {moment.isoformat()} in {server.root}")
     outcome: dict = {}
     try:
-        _run_steps(ctx, _Steps(ctx, run), run, policy, server, moment, outcome)
-    except DrillFailed as exc:
-        outcome.update(passed=False, reason=str(exc))
-        raise
-    except jobs.JobCancelled:
-        outcome.update(passed=False, reason="Cancelled by an operator before the drill finished: nothing was verified.")
-        raise
-    except jobs.ClaimLost:
-        outcome.update(passed=None, reason="Handed back before it finished (paused or taken over): it starts over.")
-        raise
-    except Exception as exc:
-        outcome.update(passed=False, reason=f"The drill could not finish: {redact(str(exc), *job.target.known_passwords())}")
-        raise DrillFailed(outcome["reason"]) from exc
+        with outcome_of(outcome, *job.target.known_passwords()):
+            _run_steps(ctx, _Steps(ctx, run), run, policy, server, moment, outcome)
     finally:
         _finish(ctx, run, server, outcome)
     run.refresh_from_db()

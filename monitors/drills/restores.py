@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -35,7 +36,29 @@ DRILL_STEPS = 7
 
 
 class DrillFailed(Exception):
-    """The drill ran and the backup did not pass: the message says why, for an operator."""
+    """A drill (logical or PITR) ran and the copy did not pass: the message says why, for an operator."""
+
+
+@contextmanager
+def outcome_of(outcome: dict, *passwords: str | None):
+    """Records in `outcome` (passed, reason) how a drill's steps ended, in words an operator can
+    act on, and lets the exception go on; anything unforeseen becomes a DrillFailed, its message
+    with `passwords` redacted. Shared by the logical and the PITR drills."""
+    try:
+        yield
+    except DrillFailed as exc:
+        outcome.update(passed=False, reason=str(exc))
+        raise
+    except jobs.JobCancelled:
+        outcome.update(passed=False, reason="Cancelled by an operator before the drill finished: nothing was verified.")
+        raise
+    except jobs.ClaimLost:
+        outcome.update(passed=None, reason="Handed back before it finished (paused or taken over): it starts over.")
+        raise
+    except Exception as exc:
+        message = redact(driver_message(exc) if hasattr(exc, "orig") else str(exc), *passwords)
+        outcome.update(passed=False, reason=f"The drill could not finish: {message}")
+        raise DrillFailed(outcome["reason"]) from exc
 
 
 class _Calls(Visitor):
@@ -198,21 +221,8 @@ def drill(ctx: jobs.JobContext, backup: Backup, done_before: int = 0) -> DrillRu
     step = _Steps(ctx, run, done_before)
     outcome: dict = {}
     try:
-        _verify(step, run, backup, scratch, name, outcome)
-    except DrillFailed as exc:
-        outcome.update(passed=False, reason=str(exc))
-        raise
-    except jobs.JobCancelled:
-        outcome.update(passed=False, reason="Cancelled by an operator before the drill finished: nothing was verified.")
-        raise
-    except jobs.ClaimLost:
-        outcome.update(passed=None, reason="Handed back before it finished (paused or taken over): it starts over.")
-        raise
-    except Exception as exc:
-        message = redact(driver_message(exc) if hasattr(exc, "orig") else str(exc),
-                         *backup.target.known_passwords(), *scratch.known_passwords())
-        outcome.update(passed=False, reason=f"The drill could not finish: {message}")
-        raise DrillFailed(outcome["reason"]) from exc
+        with outcome_of(outcome, *backup.target.known_passwords(), *scratch.known_passwords()):
+            _verify(step, run, backup, scratch, name, outcome)
     finally:
         _record(ctx, run, scratch, name, outcome)
     if outcome.get("passed"):
