@@ -1,15 +1,18 @@
-"""Backfills and lock-safe NOT NULL on a 2,000,000-row table of the bench's own primary.
+"""Backfills and lock-safe NOT NULL on a 2,000,000-row table.
 
 - The console's backfill (a `migrations.backfill` job run by a real Celery worker subprocess on
   the jobs queue, with the default settings: keyset batches steered towards
-  BACKFILL_BATCH_TARGET_MS, health checks before every batch, throttled when they say so, the
-  wait counted) against a single-statement UPDATE of the same column on an identical table, both
-  with the same concurrent writer running.
-- The writer: one thread of the benchmark, one psycopg connection, autocommit, `UPDATE ... SET
-  hits = hits + 1 WHERE id = <random>` back to back (a pgbench-like client); its p99 with no
-  backfill, during the backfill and during the single UPDATE. The backfill runs in the worker, not
-  in this process, so the writer never waits for the runner's Python (the GIL) as no application
-  would.
+  BACKFILL_BATCH_TARGET_MS and halved when their row locks hold sessions up, health checks,
+  throttled when they say so, the wait counted) against a single-statement UPDATE of the same
+  column on an identical table, both with the same concurrent writer running.
+- The writer: pgbench, one client, `UPDATE ... SET hits = hits + 1 WHERE id = random(1, N)` back
+  to back, every statement's latency logged (-l); its p99 with no backfill, during the backfill and
+  during the single UPDATE. pgbench, not a thread of this process: the writer never waits for
+  Python (the GIL) or takes the CPU a client written in C would not.
+- Where: the headline figures on the fleet's scratch server, a PostgreSQL with no standby; the
+  same again on the demo primary (`*_beside_local_standby`), whose streaming standby runs on the
+  same two cores: there the standby's replay of the WAL (any WAL: the backfill's, the single
+  UPDATE's) takes the CPU the writer needs, which a standby on its own host does not.
 - How long SET NOT NULL holds ACCESS EXCLUSIVE: the ALTER and its COMMIT timed on a connection
   with nobody else on the table (so the lock is granted at once and held until the commit),
   without any CHECK (the naive way: it scans the table) and with the validated CHECK (c IS NOT
@@ -20,7 +23,6 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
 import statistics
 import subprocess
@@ -32,6 +34,8 @@ import psycopg
 from django.conf import settings
 from psycopg import sql
 
+from scripts.localfleet import PG_BIN
+
 from console import engines, jobs
 from console.models import Job, Target
 from console.pg import ddl
@@ -39,15 +43,15 @@ from console.pg.ddl import Op
 from migrations_ui import services
 
 N_ROWS = 2_000_000
-IDLE_WRITER_S = 4.0
+IDLE_WRITER_S = 6.0
 NOT_NULL_ROUNDS = 3
 SINGLE, BATCHED = "bench_bf_single", "bench_bf_batched"
 
 
 
-def _make_table(ctx, name: str) -> None:
+def _make_table(ctx, server: str, name: str) -> None:
     ident = sql.Identifier("public", name)
-    with psycopg.connect(ctx.conninfo("primary", "demo"), autocommit=True) as conn:
+    with psycopg.connect(ctx.conninfo(server, "demo"), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident))
         conn.execute(sql.SQL("CREATE TABLE {} (id bigint PRIMARY KEY, payload int NOT NULL, flag int,"
                              " hits int NOT NULL DEFAULT 0)").format(ident))
@@ -57,22 +61,33 @@ def _make_table(ctx, name: str) -> None:
 
 
 class Writer:
-    """A client updating random rows of one table, back to back, timing each statement."""
+    """pgbench updating random rows of one table, one client, back to back, every statement's
+    latency logged (-l). It runs in one-second rounds until stopped, so it can stop at any moment
+    with every round's log complete; a round's connection is not among its latencies."""
 
-    def __init__(self, ctx, table: str):
-        self.conninfo, self.table = ctx.conninfo("primary", "demo"), table
+    def __init__(self, ctx, server: str, table: str):
+        self.ctx, self.server, self.table = ctx, server, table
         self.latencies_ms: list[float] = []
         self._stop = threading.Event()
+        self._dir = ctx.root / f"writer-{server}-{table}-{time.monotonic_ns()}"
         self._thread = threading.Thread(target=self._loop, name=f"writer-{table}", daemon=True)
 
     def _loop(self) -> None:
-        statement = sql.SQL("UPDATE {} SET hits = hits + 1 WHERE id = %s").format(sql.Identifier(self.table))
-        with psycopg.connect(self.conninfo, autocommit=True) as conn:
-            while not self._stop.is_set():
-                row_id = random.randint(1, N_ROWS)
-                started = time.perf_counter()
-                conn.execute(statement, (row_id,), prepare=True)
-                self.latencies_ms.append((time.perf_counter() - started) * 1000)
+        self._dir.mkdir()
+        script = self._dir / "update.sql"
+        script.write_text(f"\\set id random(1, {N_ROWS})\n"
+                          f"UPDATE {sql.Identifier(self.table).as_string(None)} SET hits = hits + 1 WHERE id = :id;\n")
+        rounds = 0
+        while not self._stop.is_set():
+            rounds += 1
+            subprocess.run([str(PG_BIN / "pgbench"), "-n", "-c", "1", "-T", "1", "-M", "prepared", "-f", str(script),
+                            "-l", f"--log-prefix={self._dir / f'round{rounds}'}", "-h", self.ctx.host,
+                            "-p", str(self.ctx.port(self.server)), "-U", self.ctx.superuser, "demo"],
+                           env={**os.environ, "PGPASSWORD": self.ctx.password}, capture_output=True, check=True,
+                           timeout=60)
+        for log in self._dir.glob("round*"):
+            # client_id transaction_no latency_us script_no epoch_s epoch_us
+            self.latencies_ms += [int(line.split()[2]) / 1000 for line in log.read_text().splitlines()]
 
     def __enter__(self):
         self._thread.start()
@@ -92,8 +107,8 @@ class Writer:
                 f"p99.9 {cuts[998]:.1f} max {max(self.latencies_ms):.0f}, {slow} over 50 ms")
 
 
-def _single_update_s(ctx) -> float:
-    with psycopg.connect(ctx.conninfo("primary", "demo"), autocommit=True) as conn:
+def _single_update_s(ctx, server: str) -> float:
+    with psycopg.connect(ctx.conninfo(server, "demo"), autocommit=True) as conn:
         started = time.perf_counter()
         conn.execute(sql.SQL("UPDATE {} SET flag = payload + 1").format(sql.Identifier(SINGLE)))
         return time.perf_counter() - started
@@ -127,7 +142,7 @@ class JobWorker:
             self.proc.wait(timeout=30)
 
 
-def _backfill_s(ctx, target: Target) -> tuple[float, Job]:
+def _backfill_s(target: Target) -> tuple[float, Job]:
     """Wall time from the job's first claim to its end, throttled waits included."""
     backfill = services.create_backfill(target=target, table=BATCHED, set_column="flag", set_expression="payload + 1")
     job = jobs.wait_for(backfill.job_id, timeout_s=600)
@@ -145,7 +160,7 @@ def _lock_held_ms(conn, statement: str) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def _set_not_null_ms(ctx, target: Target) -> tuple[float, float]:
+def _set_not_null_ms(ctx, server: str, target: Target) -> tuple[float, float]:
     set_not_null = Op("set_not_null", "public", BATCHED, column="flag")
     statement = ddl.render(set_not_null).rstrip(";")
     drop = sql.SQL("ALTER TABLE {} ALTER COLUMN flag DROP NOT NULL").format(sql.Identifier(BATCHED))
@@ -153,7 +168,7 @@ def _set_not_null_ms(ctx, target: Target) -> tuple[float, float]:
     validate = Op("validate_constraint", "public", BATCHED, constraint="bench_flag_not_null")
     drop_check = Op("drop_constraint", "public", BATCHED, constraint="bench_flag_not_null")
     naive, checked = [], []
-    with psycopg.connect(ctx.conninfo("primary", "demo"), autocommit=True) as conn:
+    with psycopg.connect(ctx.conninfo(server, "demo"), autocommit=True) as conn:
         conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(BATCHED)))
         for _ in range(NOT_NULL_ROUNDS):
             naive.append(_lock_held_ms(conn, statement))
@@ -168,62 +183,73 @@ def _set_not_null_ms(ctx, target: Target) -> tuple[float, float]:
     return statistics.median(naive), statistics.median(checked)
 
 
-def _settle(ctx) -> None:
-    with psycopg.connect(ctx.conninfo("primary", "demo"), autocommit=True) as conn:
+def _settle(ctx, server: str) -> None:
+    """What the single UPDATE left (its WAL to checkpoint, its dead rows to vacuum) is not the
+    backfill's: cleared before the idle writer and the backfill are measured."""
+    with psycopg.connect(ctx.conninfo(server, "demo"), autocommit=True) as conn:
         conn.execute(sql.SQL("VACUUM {}").format(sql.Identifier(SINGLE)))
         conn.execute("CHECKPOINT")
 
 
-def run(ctx) -> dict[str, float]:
-    target = Target.objects.create(
-        name="bench-backfill", role=Target.Role.PRIMARY, host=ctx.host, port=ctx.port("primary"), dbname="demo",
-        username=ctx.monitor_user, password_env=ctx.monitor_password_env,
+def _measure(ctx, server: str, target: Target) -> dict[str, float]:
+    """The single UPDATE, the idle writer and the backfill on one server, each beside the writer."""
+    started = time.perf_counter()
+    for name in (SINGLE, BATCHED):
+        _make_table(ctx, server, name)
+    ctx.log(f"{server}: two tables of {N_ROWS} rows in {time.perf_counter() - started:.1f} s")
+    with Writer(ctx, server, SINGLE) as beside_single:
+        single_s = _single_update_s(ctx, server)
+    _settle(ctx, server)
+    with Writer(ctx, server, BATCHED) as idle:
+        time.sleep(IDLE_WRITER_S)
+    with Writer(ctx, server, BATCHED) as beside_backfill:
+        backfill_s, job = _backfill_s(target)
+    backfill = job.backfill
+    ctx.log(f"{server}: single UPDATE {single_s:.1f} s; backfill {backfill_s:.1f} s, {job.attempts} attempt(s), "
+            f"{backfill.batches} batches, the last {backfill.batch_size} keys in {backfill.last_batch_ms:.0f} ms, "
+            f"throttled {backfill.throttles} time(s){': ' + backfill.throttle_reason if backfill.throttles else ''}")
+    for label, writer in (("idle", idle), ("beside the single UPDATE", beside_single),
+                          ("beside the backfill", beside_backfill)):
+        ctx.log(f"{server}: writer {label}: {writer.describe()}")
+    with psycopg.connect(ctx.conninfo(server, "demo"), autocommit=True) as conn:
+        wrong = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE flag IS DISTINCT FROM payload + 1")
+                             .format(sql.Identifier(BATCHED))).fetchone()[0]
+    assert wrong == 0, f"{wrong} rows not backfilled as asked"
+    single_rows_per_s, backfill_rows_per_s = N_ROWS / single_s, N_ROWS / backfill_s
+    return {
+        "backfill_rows_per_s": backfill_rows_per_s,
+        "single_update_rows_per_s": single_rows_per_s,
+        "backfill_vs_single_update_ratio": backfill_rows_per_s / single_rows_per_s,
+        "idle_writer_p99_ms": idle.p99_ms(),
+        "backfill_writer_p99_ms": beside_backfill.p99_ms(),
+        "backfill_vs_idle_writer_p99_ratio": beside_backfill.p99_ms() / idle.p99_ms(),
+        "single_update_writer_max_ms": max(beside_single.latencies_ms),
+        "backfill_writer_max_ms": max(beside_backfill.latencies_ms),
+    }
+
+
+def _target(ctx, server: str) -> Target:
+    return Target.objects.create(
+        name=f"bench-backfill-{server}", role=Target.Role.PRIMARY, host=ctx.host, port=ctx.port(server),
+        dbname="demo", username=ctx.monitor_user, password_env=ctx.monitor_password_env,
         change_username=ctx.superuser, change_password_env=ctx.password_env,
     )
-    try:
-        started = time.perf_counter()
-        for name in (SINGLE, BATCHED):
-            _make_table(ctx, name)
-        ctx.log(f"two tables of {N_ROWS} rows in {time.perf_counter() - started:.1f} s")
 
-        with JobWorker(ctx):  # idle, but there in every phase
-            with Writer(ctx, SINGLE) as beside_single:
-                single_s = _single_update_s(ctx)
-            # What the single UPDATE left (its WAL to checkpoint, its dead rows to vacuum) is not the
-            # backfill's: cleared first, then the idle writer measured in the state the backfill starts from.
-            _settle(ctx)
-            with Writer(ctx, BATCHED) as idle:
-                time.sleep(IDLE_WRITER_S)
-            with Writer(ctx, BATCHED) as beside_backfill:
-                backfill_s, job = _backfill_s(ctx, target)
-        ctx.log(f"single UPDATE {single_s:.1f} s; backfill {backfill_s:.1f} s, {job.attempts} attempt(s), "
-                f"{job.backfill.batches} batches, last batch {job.backfill.batch_size} keys in "
-                f"{job.backfill.last_batch_ms:.0f} ms, throttled {job.backfill.throttles} time(s)"
-                f"{': ' + job.backfill.throttle_reason if job.backfill.throttles else ''}")
-        for label, writer in (("idle", idle), ("beside the single UPDATE", beside_single),
-                              ("beside the backfill", beside_backfill)):
-            ctx.log(f"writer {label}: {writer.describe()}")
-        naive_ms, checked_ms = _set_not_null_ms(ctx, target)
-        with psycopg.connect(ctx.conninfo("primary", "demo"), autocommit=True) as conn:
-            wrong = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE flag IS DISTINCT FROM payload + 1")
-                                 .format(sql.Identifier(BATCHED))).fetchone()[0]
-        assert wrong == 0, f"{wrong} rows not backfilled as asked"
-        single_rows_per_s = N_ROWS / single_s
-        backfill_rows_per_s = N_ROWS / backfill_s
-        return {
-            "backfill_rows_per_s": backfill_rows_per_s,
-            "single_update_rows_per_s": single_rows_per_s,
-            "backfill_vs_single_update_ratio": backfill_rows_per_s / single_rows_per_s,
-            "idle_writer_p99_ms": idle.p99_ms(),
-            "backfill_writer_p99_ms": beside_backfill.p99_ms(),
-            "single_update_writer_p99_ms": beside_single.p99_ms(),
-            "single_update_writer_max_ms": max(beside_single.latencies_ms),
-            "backfill_writer_max_ms": max(beside_backfill.latencies_ms),
-            "set_not_null_lock_ms": checked_ms,
-            "naive_set_not_null_lock_ms": naive_ms,
-        }
-    finally:
-        with psycopg.connect(ctx.conninfo("primary", "demo"), autocommit=True) as conn:
-            for name in (SINGLE, BATCHED):
-                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
-        engines.forget(target.pk)
+
+def run(ctx) -> dict[str, float]:
+    ctx.ensure_databases("scratch", ["demo"])
+    figures = {}
+    with JobWorker(ctx):  # idle, but there in every phase
+        for server, suffix in (("scratch", ""), ("primary", "_beside_local_standby")):
+            target = _target(ctx, server)
+            try:
+                figures.update({f"{key}{suffix}": value for key, value in _measure(ctx, server, target).items()})
+                if server == "scratch":
+                    naive_ms, checked_ms = _set_not_null_ms(ctx, server, target)
+                    figures.update(set_not_null_lock_ms=checked_ms, naive_set_not_null_lock_ms=naive_ms)
+            finally:
+                with psycopg.connect(ctx.conninfo(server, "demo"), autocommit=True) as conn:
+                    for name in (SINGLE, BATCHED):
+                        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+                engines.forget(target.pk)
+    return figures

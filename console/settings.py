@@ -393,7 +393,17 @@ BACKFILL_BATCH_MAX_ROWS = envint("BACKFILL_BATCH_MAX_ROWS", 100000)
 BACKFILL_MAX_REPLICA_LAG_S = envfloat("BACKFILL_MAX_REPLICA_LAG_S", 5.0)
 BACKFILL_MAX_LOCK_WAITERS = envint("BACKFILL_MAX_LOCK_WAITERS", 2)
 BACKFILL_THROTTLE_RETRY_S = envfloat("BACKFILL_THROTTLE_RETRY_S", 5.0)
+# Replica lag, vacuum and lock queues on the table are read at most this often (the last batch's
+# own waiters after every batch).
+BACKFILL_HEALTH_INTERVAL_S = envfloat("BACKFILL_HEALTH_INTERVAL_S", 1.0)
+# The console records a backfill's progress (rows, rate, where to resume; the target's own progress
+# row moves in every batch's transaction) and looks for a pause or cancel this often. 0: every batch.
+BACKFILL_PROGRESS_INTERVAL_S = envfloat("BACKFILL_PROGRESS_INTERVAL_S", 0.5)
+# A batch whose row locks held sessions up for more than this share of its time, added up over
+# them, makes the next batch half as big.
+BACKFILL_LOCK_WAIT_SHARE = envfloat("BACKFILL_LOCK_WAIT_SHARE", 0.05)
 # After each batch the backfill rests this fraction of the batch's time: the application's writers
-# get the table (and the server) to themselves that long. 0 runs the batches back to back.
-BACKFILL_REST_RATIO = envfloat("BACKFILL_REST_RATIO", 0.4)
+# get the table (and the server) to themselves that long. 0 (the default) runs the batches back to
+# back: what keeps writers' latency is the batch size, halved when sessions wait on a batch's locks.
+BACKFILL_REST_RATIO = envfloat("BACKFILL_REST_RATIO", 0.0)
 BACKFILL_STATEMENT_TIMEOUT_MS = envint("BACKFILL_STATEMENT_TIMEOUT_MS", 30000)

@@ -260,32 +260,41 @@ class Batch:
     upto: int | None  # None: no key left past `after`, the backfill is done
     rows: int = 0  # rows the UPDATE changed (those the filter let through)
     waiters: int = 0  # sessions waiting on this batch's locks just before it committed
+    waited_s: float = 0.0  # how long they had waited, added up
 
 
-_MOVE = sql.SQL(
-    "UPDATE {} SET last_pk = {upto}, rows_done = rows_done + {rows}, batches = batches + 1, updated_at = now()"
-    " WHERE backfill = {key} AND last_pk = {after}"
-).format(_PROGRESS, upto=sql.Placeholder("upto"), rows=sql.Placeholder("rows"), key=sql.Placeholder("key"),
-         after=sql.Placeholder("after"))
-_WAITERS = sql.SQL("SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))")
+_WAITERS = sql.SQL(
+    "WITH counted AS (UPDATE {} SET rows_done = rows_done + {rows} WHERE backfill = {key})"
+    " SELECT count(*), COALESCE(sum(EXTRACT(EPOCH FROM clock_timestamp() - query_start)), 0)::float8"
+    " FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+).format(_PROGRESS, rows=sql.Placeholder("rows"), key=sql.Placeholder("key"))
+
+
+def _move_statement(spec: Spec) -> sql.Composable:
+    """The batch's upper key (`size` keys past `after`, from the primary key's index) and the
+    progress row moved there from `after`, in one statement; no row when either is not so."""
+    return sql.SQL(
+        "WITH batch (upto) AS ({bounds}) UPDATE {progress} SET last_pk = batch.upto, batches = batches + 1,"
+        " updated_at = now() FROM batch WHERE backfill = {key} AND last_pk = {after} AND batch.upto IS NOT NULL"
+        " RETURNING batch.upto"
+    ).format(bounds=spec.bounds_statement(), progress=_PROGRESS, key=sql.Placeholder("key"),
+             after=sql.Placeholder("after"))
 
 
 def run_batch(conn: Connection, spec: Spec, after: int, size: int) -> Batch:
-    """One batch in the caller's transaction (the caller commits): its bounds, the UPDATE, the
-    progress row moved from `after` to the batch's upper key, and who waits on its locks."""
-    upto = _execute(conn, spec.bounds_statement(), {"after": after, "size": size}).fetchone()[0]
-    if upto is None:
-        return Batch(after, None)
-    # Take the progress row first: a second runner waits here, then finds it moved and stops.
-    moved = _execute(conn, _MOVE, {"upto": upto, "rows": 0, "key": spec.key, "after": after}).rowcount
-    if moved != 1:
+    """One batch in the caller's transaction (the caller commits): the progress row moved from
+    `after` to the batch's upper key, the UPDATE, and who waits on its locks (and how long).
+    The progress row is taken first: a second runner waits there, then finds it moved and stops."""
+    moved = _execute(conn, _move_statement(spec), {"after": after, "size": size, "key": spec.key}).fetchone()
+    if moved is None:
+        if _execute(conn, spec.bounds_statement(), {"after": after, "size": size}).fetchone()[0] is None:
+            return Batch(after, None)
         raise ConcurrentRun(f"backfill {spec.key}: the target's progress row is no longer at {after}; "
                             "another runner took this batch")
+    upto = moved[0]
     rows = _execute(conn, spec.update_statement(), {"after": after, "upto": upto}).rowcount
-    _execute(conn, sql.SQL("UPDATE {} SET rows_done = rows_done + {rows} WHERE backfill = {key}").format(
-        _PROGRESS, rows=sql.Placeholder("rows"), key=sql.Placeholder("key")), {"rows": rows, "key": spec.key})
-    waiters = _execute(conn, _WAITERS).fetchone()[0]
-    return Batch(after, upto, rows, waiters)
+    waiters, waited_s = _execute(conn, _WAITERS, {"rows": rows, "key": spec.key}).fetchone()
+    return Batch(after, upto, rows, waiters, waited_s)
 
 
 # Health indicators (the monitor login: it may read every standby's and vacuum's figures) --------
@@ -323,8 +332,7 @@ class Health:
     vacuum: str | None  # e.g. "autovacuum worker scanning heap"
     waiting_on_table: int
 
-    def stop_reason(self, schema: str, table: str, *, max_replica_lag_s: float, max_lock_waiters: int,
-                    batch_waiters: int = 0) -> str | None:
+    def stop_reason(self, schema: str, table: str, *, max_replica_lag_s: float, max_lock_waiters: int) -> str | None:
         """Why the backfill must hold off now (GitLab's Stop), or None (Normal)."""
         if self.replica_lag_s is not None and self.replica_lag_s > max_replica_lag_s:
             return (f"replica lag: standby {self.worst_standby} is {self.replica_lag_s:.1f} s behind "
@@ -334,13 +342,17 @@ class Health:
         if self.waiting_on_table > max_lock_waiters:
             return (f"lock waiters: {_sessions(self.waiting_on_table)} waiting for a lock on {schema}.{table} "
                     f"(limit {max_lock_waiters})")
-        if batch_waiters > max_lock_waiters:
-            return (f"lock waiters: {_sessions(batch_waiters)} waited on the last batch's row locks "
-                    f"(limit {max_lock_waiters})")
         return None
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def batch_waiters_reason(waiters: int, *, max_lock_waiters: int) -> str | None:
+    """Why the backfill must hold off after a batch that `waiters` sessions waited on, or None."""
+    if waiters > max_lock_waiters:
+        return f"lock waiters: {_sessions(waiters)} waited on the last batch's row locks (limit {max_lock_waiters})"
+    return None
 
 
 def _sessions(count: int) -> str:
