@@ -134,12 +134,33 @@ class _Run:
         self.target, self.spec = backfill.target, backfill.spec()
         self.database = backfill.database or None
         self.health_due = 0.0  # time.monotonic() of the next health query
+        self.sizer: BatchSizer | None = None
+        # Where the batches got to, and what the console has not recorded of them yet.
+        self.after: int | None = None
+        self.done = 0
+        self.unrecorded = 0
+        self.last: tuple[int, float] = (0, 0.0)  # the last batch's size and milliseconds
+        self.record_due = 0.0
 
     def _on_target(self, work, what: str):
         """`work(conn)` in one transaction of the change login, under the lock timeout and retried."""
         return lock_retry.run(self.target, work, what=what, schema=self.spec.schema, table=self.spec.table,
                               database=self.database, statement_timeout_ms=settings.BACKFILL_STATEMENT_TIMEOUT_MS,
-                              log=self.ctx.log)
+                              log=self._log)
+
+    def _log(self, message: str, level: str = "info") -> None:
+        if level == "warning":  # a batch waits for a lock: the page shows what is done meanwhile
+            self.record()
+        self.ctx.log(message, level)
+
+    def begin(self) -> None:
+        """The position from the target (`start`), the batch size from the console's checkpoint."""
+        self.after, self.done = self.start()
+        data = self.ctx.checkpoint_data
+        self.sizer = BatchSizer(self.backfill.batch_target_ms,
+                                int(data.get("batch_size") or settings.BACKFILL_BATCH_INITIAL_ROWS),
+                                bool(data.get("contended")))
+        self.record_due = time.monotonic() + settings.BACKFILL_PROGRESS_INTERVAL_S
 
     def start(self) -> tuple[int | None, int]:
         """(last key done, rows done), the target's progress row being the truth; (None, rows)
@@ -171,9 +192,9 @@ class _Run:
             backfill.rows_total = rows_total
             Backfill.objects.filter(pk=backfill.pk).update(rows_total=rows_total)
         if console_after is not None and stored["last_pk"] != console_after:
-            ctx.log(f"the target had committed the batch up to key {stored['last_pk']}, past the console's "
-                    f"checkpoint at {console_after} (the worker stopped between the two): going on from "
-                    f"{stored['last_pk']}, that batch is not run again", level="warning")
+            ctx.log(f"the target had committed the batches up to key {stored['last_pk']}, past the console's "
+                    f"checkpoint at {console_after} (the worker stopped before recording them): going on from "
+                    f"{stored['last_pk']}, those batches are not run again", level="warning")
         ctx.set_total(backfill.rows_total, "rows")
         return stored["last_pk"], stored["rows_done"]
 
@@ -196,30 +217,44 @@ class _Run:
             throttle_reason=reason, throttled_at=timezone.now(), throttles=F("throttles") + 1)
         self.ctx.throttle(reason, self.backfill.throttle_retry_s)
 
-    def batch(self, after: int, size: int) -> pg.Batch:
+    def batch(self) -> pg.Batch:
+        """The next batch of `sizer.size` keys; the run's position moved past it."""
+        size, started = self.sizer.size, time.perf_counter()
         try:
-            return self._batch(after, size)
+            batch = self._on_target(lambda conn: pg.run_batch(conn, self.spec, self.after, size),
+                                    f"backfill batch of {size} keys after {self.after}")
         except pg.ConcurrentRun as exc:  # the job was taken over: stop without writing, like a lost claim
             raise ClaimLost(str(exc)) from None
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if batch.upto is not None:
+            self.after, self.done, self.unrecorded = batch.upto, self.done + batch.rows, self.unrecorded + 1
+            self.last = (size, elapsed_ms)
+            self.sizer.next(elapsed_ms, batch.waited_s)
+        return batch
 
-    def _batch(self, after: int, size: int) -> pg.Batch:
-        return self._on_target(lambda conn: pg.run_batch(conn, self.spec, after, size),
-                               f"backfill batch of {size} keys after {after}")
+    def record_if_due(self) -> bool:
+        if time.monotonic() < self.record_due:
+            return False
+        self.record()
+        return True
 
-    def checkpoint(self, upto: int, done: int, batches: int, size_used: int, elapsed_ms: float,
-                   sizer: BatchSizer) -> None:
-        """The console's record of the last `batches` batches, up to key `upto` (the target's
-        progress row moved in each batch's own transaction already): rows, rate, sizes, and where
-        to resume."""
+    def record(self) -> None:
+        """The console's record of the batches since the last (the target's progress row moved in
+        each batch's own transaction already): rows, rate, sizes, and where to resume."""
+        self.record_due = time.monotonic() + settings.BACKFILL_PROGRESS_INTERVAL_S
+        if not self.unrecorded:
+            return
+        done, upto, batches, (size, elapsed_ms) = self.done, self.after, self.unrecorded, self.last
         samples = [*self.backfill.rate_samples, [time.time(), done]][-Backfill.RATE_SAMPLES:]
 
         def record():
             Backfill.objects.filter(pk=self.backfill.pk).update(
-                rows_done=done, last_pk=upto, batches=F("batches") + batches, batch_size=size_used,
+                rows_done=done, last_pk=upto, batches=F("batches") + batches, batch_size=size,
                 last_batch_ms=elapsed_ms, rate_samples=samples)
             self.backfill.rate_samples = samples
 
-        self.ctx.run_unit(record, done, {"after": upto, **sizer.as_checkpoint()})
+        self.ctx.run_unit(record, done, {"after": upto, **self.sizer.as_checkpoint()})
+        self.unrecorded = 0
 
     def finish(self, done: int) -> dict:
         self._on_target(lambda conn: pg.forget_progress(conn, self.spec.key), "backfill end")
@@ -235,32 +270,24 @@ def rest(batch_ms: float) -> None:
 
 def run_backfill(ctx: JobContext, backfill: Backfill) -> dict:
     """The batches from where the target says this backfill got to. The console records them (and
-    looks for a pause or a cancel) every BACKFILL_PROGRESS_INTERVAL_S, and before a throttle."""
+    looks for a pause or a cancel) every BACKFILL_PROGRESS_INTERVAL_S, before a throttle, while a
+    batch waits for a lock, and at the end."""
     run = _Run(ctx, backfill)
     if reason := run.stop_reason(batch_waiters=0):
         run.throttle(reason)
-    after, done = run.start()
-    sizer = BatchSizer(backfill.batch_target_ms, int(ctx.checkpoint_data.get("batch_size")
-                                                     or settings.BACKFILL_BATCH_INITIAL_ROWS),
-                       bool(ctx.checkpoint_data.get("contended")))
-    unrecorded, record_due = 0, time.monotonic() + settings.BACKFILL_PROGRESS_INTERVAL_S
-    while after is not None:
-        started, size = time.perf_counter(), sizer.size
-        batch = run.batch(after, size)
-        elapsed_ms = (time.perf_counter() - started) * 1000
+    run.begin()
+    while run.after is not None:
+        batch = run.batch()
         if batch.upto is None:
             break
-        after, done, unrecorded, last = batch.upto, done + batch.rows, unrecorded + 1, (size, elapsed_ms)
-        sizer.next(elapsed_ms, batch.waited_s)
         reason = run.stop_reason(batch.waiters)
-        if reason or time.monotonic() >= record_due:
-            run.checkpoint(after, done, unrecorded, *last, sizer)
-            unrecorded, record_due = 0, time.monotonic() + settings.BACKFILL_PROGRESS_INTERVAL_S
-            ctx.raise_if_stopped()
         if reason:
+            run.record()
             run.throttle(reason)
-        rest(elapsed_ms)
-    if unrecorded:
-        run.checkpoint(after, done, unrecorded, *last, sizer)
+        if run.record_if_due():
+            ctx.raise_if_stopped()
+        rest(run.last[1])
+    run.record()
+    done = run.done
     ctx.log(f"every key done: {done} rows set")
     return run.finish(done)

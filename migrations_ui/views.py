@@ -103,7 +103,8 @@ def backfill_run(request):
 def backfill_detail(request, pk):
     backfill = get_object_or_404(Backfill.objects.select_related("target", "job", "requested_by"), pk=pk)
     context = {"backfill": backfill, "job": backfill.job, "statement": backfill.spec().render(),
-               "rest_percent": round(settings.BACKFILL_REST_RATIO * 100)}
+               "rest_percent": round(settings.BACKFILL_REST_RATIO * 100),
+               "lock_wait_percent": round(settings.BACKFILL_LOCK_WAIT_SHARE * 100)}
     if request.htmx:
         response = render(request, "migrations_ui/backfill_detail.html#backfill-progress", context)
         if not backfill.is_live:

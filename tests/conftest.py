@@ -158,6 +158,26 @@ def live_worker(worker):
 
 
 @pytest.fixture
+def worker_with(fleet, live_worker, tmp_path):
+    """worker_with(env): the session's job worker swapped, for this test, for one whose settings
+    (from its environment) are changed by `env`; the session's is back afterwards."""
+    swapped = []
+
+    def start(env: dict) -> Worker:
+        live_worker.stop()
+        worker = Worker(fleet, tmp_path, env=env)
+        swapped.append(worker)
+        worker.start()
+        return worker
+
+    yield start
+    for worker in swapped:
+        worker.stop()
+    if swapped:
+        live_worker.start()
+
+
+@pytest.fixture
 def monitor_worker(fleet, django_db_setup, tmp_path):
     """A worker on the monitor queue (samplers, alerts, the reaper), for the tests that need one."""
     worker = Worker(fleet, tmp_path, queue="monitor")

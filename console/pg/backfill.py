@@ -265,8 +265,8 @@ class Batch:
 
 _WAITERS = sql.SQL(
     "WITH counted AS (UPDATE {} SET rows_done = rows_done + {rows} WHERE backfill = {key})"
-    " SELECT count(*), COALESCE(sum(EXTRACT(EPOCH FROM clock_timestamp() - query_start)), 0)::float8"
-    " FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+    " SELECT count(*), COALESCE(sum(EXTRACT(EPOCH FROM clock_timestamp() - waitstart)), 0)::float8"
+    " FROM pg_locks WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))"
 ).format(_PROGRESS, rows=sql.Placeholder("rows"), key=sql.Placeholder("key"))
 
 

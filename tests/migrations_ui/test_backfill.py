@@ -6,6 +6,7 @@ the pages in a real browser."""
 import random
 import re
 import threading
+import time
 from io import StringIO
 
 import psycopg
@@ -155,7 +156,7 @@ def test_it_never_runs_a_batch_again_that_the_target_committed_before_a_lost_che
     assert jobs.execute(backfill.job_id) == Job.State.SUCCEEDED
     # then it goes on from where the target says it got to, and no row is set twice.
     job = Job.objects.get(pk=backfill.job_id)
-    assert any("the target had committed the batch up to key 1000, past the console's checkpoint at 0" in line.message
+    assert any("the target had committed the batches up to key 1000, past the console's checkpoint at 0" in line.message
                for line in job.log_lines.all())
     assert _rows_by_n(fleet, name) == {(1, True): 4500, (0, False): 500}
     assert job.result["rows"] == 4500 and job.progress_done == 4500
@@ -166,6 +167,66 @@ def test_it_never_runs_a_batch_again_that_the_target_committed_before_a_lost_che
     assert jobs.execute(job.pk) == Job.State.SUCCEEDED
     assert _rows_by_n(fleet, name) == {(1, True): 4500, (0, False): 500}
     assert any("nothing is run again" in line.message for line in Job.objects.get(pk=job.pk).log_lines.all())
+
+
+# Batch sizes ------------------------------------------------------------------------------------
+
+
+def test_it_steers_batches_towards_the_target_time_by_at_most_a_factor_of_two(settings):
+    settings.BACKFILL_BATCH_MAX_ROWS, settings.BACKFILL_LOCK_WAIT_SHARE = 100_000, 0.05
+    sizer = services.BatchSizer(target_ms=200, size=1000)
+    assert sizer.next(elapsed_ms=50, waited_s=0) == 2000  # 4x under the target: doubled, not quadrupled
+    assert sizer.next(elapsed_ms=250, waited_s=0) == 1600
+    assert sizer.next(elapsed_ms=2000, waited_s=0) == 800  # 10x over: halved
+    sizer.size = 90_000
+    assert sizer.next(elapsed_ms=10, waited_s=0) == 100_000  # never past BACKFILL_BATCH_MAX_ROWS
+    sizer.size = 12
+    assert sizer.next(elapsed_ms=10_000, waited_s=0) == services.MIN_BATCH_ROWS
+
+
+def test_it_halves_a_batch_whose_row_locks_held_sessions_up_and_grows_slowly_after(settings):
+    settings.BACKFILL_BATCH_MAX_ROWS, settings.BACKFILL_LOCK_WAIT_SHARE = 100_000, 0.05
+    sizer = services.BatchSizer(target_ms=200, size=8000)
+    # sessions waited 4 ms in all on a 100 ms batch (4 %): within the share, towards the target
+    assert sizer.next(elapsed_ms=100, waited_s=0.004) == 16_000 and not sizer.contended
+    # 10 ms on a 100 ms batch: half the size, however far under the target time it is
+    assert sizer.next(elapsed_ms=100, waited_s=0.010) == 8000 and sizer.contended
+    # from then on it grows by at most CONTENDED_GROWTH a batch
+    assert sizer.next(elapsed_ms=50, waited_s=0) == int(8000 * services.CONTENDED_GROWTH)
+    assert services.BatchSizer(200, 5000, **{"contended": True}).as_checkpoint() == {
+        "batch_size": 5000, "contended": True}
+
+
+def test_it_tells_how_many_sessions_waited_on_a_batchs_row_locks_and_for_how_long(fleet, demo_targets, table, db):
+    # Given a backfill's first batch not committed yet, and an application session updating a row
+    # of it, which waits,
+    name = table("bf_waits", rows=5000)
+    backfill = _start(demo_targets, name, enqueue=False)
+    spec = backfill.spec()
+    with engines.connect(demo_targets["demo-primary"], credential="change") as setup:
+        pg.ensure_progress_table(setup)
+        pg.start_progress(setup, spec.key, 0)
+    writer, watcher = superuser(fleet), superuser(fleet)
+    try:
+        with engines.connect(demo_targets["demo-primary"], credential="change", rollback=True) as conn:
+            first = pg.run_batch(conn, spec, after=0, size=1000)
+            assert first.waiters == 0 and first.waited_s == 0
+            blocked = threading.Thread(target=writer.execute, args=(
+                sql.SQL("UPDATE {} SET note = 'app' WHERE id = 501").format(sql.Identifier(name)),))
+            blocked.start()
+            wait_for_backend(watcher, "wait_event_type = 'Lock' AND query LIKE %s", ("%note = 'app'%",),
+                             what="the application's UPDATE waiting on the batch")
+            time.sleep(0.2)
+            # when the next batch of the same transaction ends,
+            second = pg.run_batch(conn, spec, after=first.upto, size=1000)
+        blocked.join(timeout=10)
+        # then it counts the session and the time it has waited so far,
+        assert second.waiters == 1 and 0.2 <= second.waited_s < 10
+        # which is more than 5 % of a batch of 1 s: the next batch is half as big.
+        assert services.BatchSizer(target_ms=200, size=1000).next(elapsed_ms=1000, waited_s=second.waited_s) == 500
+    finally:
+        writer.close()
+        watcher.close()
 
 
 # Throttling -------------------------------------------------------------------------------------
@@ -282,7 +343,9 @@ def test_it_holds_off_while_vacuum_works_on_the_table_or_sessions_queue_for_a_lo
 
 
 @pytest.mark.worker
-def test_it_pauses_resumes_and_cancels_from_the_command_line(fleet, demo_targets, table, transactional_db, live_worker):
+def test_it_pauses_resumes_and_cancels_from_the_command_line(fleet, demo_targets, table, transactional_db, worker_with):
+    # (a worker taking batches of 100 keys and looking for a pause after each: a few seconds' work)
+    worker_with({"BACKFILL_BATCH_MAX_ROWS": "100", "BACKFILL_PROGRESS_INTERVAL_S": "0"})
     name = table("bf_cli", rows=100_000)
     out = StringIO()
     call_command("backfill", "run", "--target", "demo-primary", "--table", name, "--column", "n", "--set", "n + 1",

@@ -17,7 +17,6 @@ from migrations_ui import rollouts
 from migrations_ui.models import RolloutTenant
 from tenants import migrator, onboarding
 from tenants.models import Tenant
-from tests.conftest import Worker
 from tests.migrations_ui.test_backfill import _replica_lag_s
 from tests.migrations_ui.test_rollouts import _approved_job, _key, _migrate_to
 from tests.servers import superuser
@@ -29,17 +28,13 @@ EXPECTED = "CASE WHEN deleted_at IS NULL THEN 'active' ELSE 'deleted' END"
 
 
 @pytest.fixture
-def small_batches(fleet, live_worker, tmp_path):
+def small_batches(worker_with):
     """The session's job worker swapped for one whose backfill engine takes batches of 10 keys,
-    allows 1 s of replica lag and retries a throttle after 1 s (its settings come from the env)."""
-    live_worker.stop()
-    worker = Worker(fleet, tmp_path, env={
+    records each in the console, allows 1 s of replica lag and retries a throttle after 1 s."""
+    return worker_with({
         "BACKFILL_BATCH_INITIAL_ROWS": "10", "BACKFILL_BATCH_MAX_ROWS": "10", "BACKFILL_MAX_REPLICA_LAG_S": "1",
-        "BACKFILL_THROTTLE_RETRY_S": "1", "BACKFILL_REST_RATIO": "0", "DDL_LOCK_RETRIES": "30", "DDL_LOCK_BACKOFF_S": "0.1"})
-    worker.start()
-    yield worker
-    worker.stop()
-    live_worker.start()
+        "BACKFILL_THROTTLE_RETRY_S": "1", "BACKFILL_PROGRESS_INTERVAL_S": "0", "DDL_LOCK_RETRIES": "30",
+        "DDL_LOCK_BACKOFF_S": "0.1"})
 
 
 @pytest.fixture
