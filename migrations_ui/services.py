@@ -191,7 +191,11 @@ class _Run:
         if backfill.rows_total is None:
             backfill.rows_total = rows_total
             Backfill.objects.filter(pk=backfill.pk).update(rows_total=rows_total)
-        if console_after is not None and stored["last_pk"] != console_after:
+        if console_after is None and stored.get("batches"):
+            ctx.log(f"the target had committed {stored['batches']} batches, up to key {stored['last_pk']}, before "
+                    f"the console recorded any (the worker stopped first): going on from {stored['last_pk']}, "
+                    "those batches are not run again", level="warning")
+        elif console_after is not None and stored["last_pk"] != console_after:
             ctx.log(f"the target had committed the batches up to key {stored['last_pk']}, past the console's "
                     f"checkpoint at {console_after} (the worker stopped before recording them): going on from "
                     f"{stored['last_pk']}, those batches are not run again", level="warning")

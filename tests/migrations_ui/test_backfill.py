@@ -58,10 +58,13 @@ def _rows_by_n(fleet, name) -> dict:
             sql.SQL("SELECT n, id % 10 <> 0, count(*) FROM {} GROUP BY 1, 2").format(sql.Identifier(name)))}
 
 
-def _progress_row(fleet, backfill):
+def _progress_row(fleet, backfill, column="last_pk"):
+    """(column,) of the backfill's progress row on the target, None when there is none."""
     with superuser(fleet) as conn:
-        return conn.execute("SELECT last_pk FROM fleet_console.backfill_progress WHERE backfill = %s",
-                            (backfill.spec().key,)).fetchone()
+        if conn.execute("SELECT to_regclass('fleet_console.backfill_progress')").fetchone()[0] is None:
+            return None
+        return conn.execute(sql.SQL("SELECT {} FROM fleet_console.backfill_progress WHERE backfill = %s").format(
+            sql.Identifier(column)), (backfill.spec().key,)).fetchone()
 
 
 def _start(demo_targets, name, enqueue=True, **limits):
@@ -113,12 +116,14 @@ def test_it_sets_every_row_exactly_once_through_a_sigkilled_worker(fleet, demo_t
     # dozen batches even on a fast machine),
     name = table("bf_killed", rows=200_000)
     backfill = _start(demo_targets, name, batch_target_ms=10)
-    # when its worker is SIGKILLed at a random batch and another one started,
+    # when its worker is SIGKILLed at a random batch (counted on the target: the console records
+    # progress every BACKFILL_PROGRESS_INTERVAL_S) and another one started,
     kill_at = random.randint(3, 10)
-    wait_until(lambda: Backfill.objects.get(pk=backfill.pk).batches >= kill_at, 60, f"batch {kill_at}", poll_s=0.02)
+    wait_until(lambda: (_progress_row(fleet, backfill, "batches") or [0])[0] >= kill_at, 60, f"batch {kill_at}",
+               poll_s=0.01)
     live_worker.kill()
     at_kill = Backfill.objects.get(pk=backfill.pk)
-    assert at_kill.rows_done < 180_000, "killed before the end"
+    assert _progress_row(fleet, backfill) is not None, "killed before the end"
     live_worker.start()
     wait_until(lambda: backfill.job_id in jobs.reap_stale(), 30, "the reaper to re-queue the backfill", poll_s=0.5)
     job = jobs.wait_for(backfill.job_id, timeout_s=60)
@@ -128,7 +133,9 @@ def test_it_sets_every_row_exactly_once_through_a_sigkilled_worker(fleet, demo_t
     # Two claims (the killed one and its resumption), and one more after each time it throttled
     # (autovacuum on the table, say): each goes back to the queue and is claimed again.
     assert job.attempts == 2 + done.throttles and job.result["rows"] == 180_000
-    assert any("resuming from checkpoint" in line.message for line in job.log_lines.all())
+    # (from the console's checkpoint, or from the target's progress row if the console had recorded none)
+    assert any("resuming from checkpoint" in line.message or "before the console recorded any" in line.message
+               for line in job.log_lines.all())
     assert _rows_by_n(fleet, name) == {(1, True): 180_000, (0, False): 20_000}
     assert done.rows_done == done.rows_total == 180_000 and done.batches > at_kill.batches
     assert _progress_row(fleet, done) is None, "its progress row on the target is cleaned up"
@@ -167,6 +174,30 @@ def test_it_never_runs_a_batch_again_that_the_target_committed_before_a_lost_che
     assert jobs.execute(job.pk) == Job.State.SUCCEEDED
     assert _rows_by_n(fleet, name) == {(1, True): 4500, (0, False): 500}
     assert any("nothing is run again" in line.message for line in Job.objects.get(pk=job.pk).log_lines.all())
+
+
+def test_it_goes_on_from_the_targets_progress_row_when_the_console_recorded_no_batch(
+        fleet, demo_targets, table, transactional_db):
+    # Given a backfill whose first two batches committed on the target before the console recorded
+    # anything (it records every BACKFILL_PROGRESS_INTERVAL_S, and the worker died sooner),
+    name = table("bf_unrecorded", rows=5000)
+    backfill = _start(demo_targets, name, enqueue=False)
+    spec, primary = backfill.spec(), demo_targets["demo-primary"]
+    with engines.connect(primary, credential="change") as conn:
+        pg.ensure_progress_table(conn)
+        pg.start_progress(conn, spec.key, 0)
+    for after in (0, 1000):
+        with engines.connect(primary, credential="change") as conn:
+            pg.run_batch(conn, spec, after=after, size=1000)
+    assert Job.objects.get(pk=backfill.job_id).checkpoint == {}
+    # when the job runs,
+    assert jobs.execute(backfill.job_id) == Job.State.SUCCEEDED
+    # then it says so and goes on from key 2000: no row is set twice.
+    job = Job.objects.get(pk=backfill.job_id)
+    assert any("the target had committed 2 batches, up to key 2000, before the console recorded any" in line.message
+               for line in job.log_lines.all())
+    assert _rows_by_n(fleet, name) == {(1, True): 4500, (0, False): 500}
+    assert job.result["rows"] == 4500 and Backfill.objects.get(pk=backfill.pk).rows_done == 4500
 
 
 # Batch sizes ------------------------------------------------------------------------------------
