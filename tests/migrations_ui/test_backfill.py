@@ -72,6 +72,16 @@ def _start(demo_targets, name, enqueue=True, **limits):
                                     set_expression="n + 1", where="id % 10 <> 0", enqueue=enqueue, **limits)
 
 
+def _started_on_the_target(demo_targets, name):
+    """(backfill, its spec, the primary): a backfill not run yet, its progress row at key 0."""
+    backfill = _start(demo_targets, name, enqueue=False)
+    spec, primary = backfill.spec(), demo_targets["demo-primary"]
+    with engines.connect(primary, credential="change") as conn:
+        pg.ensure_progress_table(conn)
+        pg.start_progress(conn, spec.key, 0)
+    return backfill, spec, primary
+
+
 # Refusals ---------------------------------------------------------------------------------------
 
 
@@ -146,11 +156,7 @@ def test_it_never_runs_a_batch_again_that_the_target_committed_before_a_lost_che
     # Given a backfill whose first batch committed on the target while its checkpoint in the
     # console DB never did (the worker died between the two commits),
     name = table("bf_gap", rows=5000)
-    backfill = _start(demo_targets, name, enqueue=False)
-    spec, primary = backfill.spec(), demo_targets["demo-primary"]
-    with engines.connect(primary, credential="change") as conn:
-        pg.ensure_progress_table(conn)
-        pg.start_progress(conn, spec.key, 0)
+    backfill, spec, primary = _started_on_the_target(demo_targets, name)
     Job.objects.filter(pk=backfill.job_id).update(checkpoint={"after": 0, "batch_size": 1000})
     with engines.connect(primary, credential="change") as conn:
         committed = pg.run_batch(conn, spec, after=0, size=1000)
@@ -181,11 +187,7 @@ def test_it_goes_on_from_the_targets_progress_row_when_the_console_recorded_no_b
     # Given a backfill whose first two batches committed on the target before the console recorded
     # anything (it records every BACKFILL_PROGRESS_INTERVAL_S, and the worker died sooner),
     name = table("bf_unrecorded", rows=5000)
-    backfill = _start(demo_targets, name, enqueue=False)
-    spec, primary = backfill.spec(), demo_targets["demo-primary"]
-    with engines.connect(primary, credential="change") as conn:
-        pg.ensure_progress_table(conn)
-        pg.start_progress(conn, spec.key, 0)
+    backfill, spec, primary = _started_on_the_target(demo_targets, name)
     for after in (0, 1000):
         with engines.connect(primary, credential="change") as conn:
             pg.run_batch(conn, spec, after=after, size=1000)
@@ -232,14 +234,10 @@ def test_it_tells_how_many_sessions_waited_on_a_batchs_row_locks_and_for_how_lon
     # Given a backfill's first batch not committed yet, and an application session updating a row
     # of it, which waits,
     name = table("bf_waits", rows=5000)
-    backfill = _start(demo_targets, name, enqueue=False)
-    spec = backfill.spec()
-    with engines.connect(demo_targets["demo-primary"], credential="change") as setup:
-        pg.ensure_progress_table(setup)
-        pg.start_progress(setup, spec.key, 0)
+    _backfill, spec, primary = _started_on_the_target(demo_targets, name)
     writer, watcher = superuser(fleet), superuser(fleet)
     try:
-        with engines.connect(demo_targets["demo-primary"], credential="change", rollback=True) as conn:
+        with engines.connect(primary, credential="change", rollback=True) as conn:
             first = pg.run_batch(conn, spec, after=0, size=1000)
             assert first.waiters == 0 and first.waited_s == 0
             blocked = threading.Thread(target=writer.execute, args=(
