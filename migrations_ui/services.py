@@ -13,6 +13,7 @@ backfill stage (migrations_ui/rollouts.py, with the rollout job's context for th
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -23,13 +24,15 @@ from django.db.models import F
 from django.utils import timezone
 
 from console import engines, jobs
-from console.jobs import ClaimLost, JobContext
+from console.jobs import ClaimLost, JobCancelled, JobContext
 from console.models import Job, Target
 from console.pg import backfill as pg
 from console.pg import lock_retry
 from console.pg.backfill import BackfillRefused
 from console.validators import validate_pg_name
 from migrations_ui.models import Backfill
+
+log = logging.getLogger(__name__)
 
 KIND = "migrations.backfill"
 MIN_BATCH_ROWS = 10
@@ -149,9 +152,14 @@ class _Run:
                               log=self._log)
 
     def _log(self, message: str, level: str = "info") -> None:
-        if level == "warning":  # a batch waits for a lock: the page shows what is done meanwhile
-            self.record()
+        """lock_retry's reports. A warning says a try timed out on a lock (rolled back, the next
+        one not begun): the page shows what is done meanwhile, and a pause or a cancel asked for
+        while the batch waits is honoured now, at the batch boundary, rather than once the lock
+        is granted, or never if its tries run out and the job fails."""
         self.ctx.log(message, level)
+        if level == "warning":
+            self.record()
+            self.ctx.raise_if_stopped()
 
     def begin(self) -> None:
         """The position from the target (`start`), the batch size from the console's checkpoint."""
@@ -260,6 +268,16 @@ class _Run:
         self.ctx.run_unit(record, done, {"after": upto, **self.sizer.as_checkpoint()})
         self.unrecorded = 0
 
+    def record_on_failure(self) -> None:
+        """The batches the target committed since the last record, on the way out of a failure
+        (a batch's error, a lock never granted): the failed job's page says how far the backfill
+        really got, not where it was up to BACKFILL_PROGRESS_INTERVAL_S earlier. The failure is
+        what the job reports, so an error recording it is only logged."""
+        try:
+            self.record()
+        except Exception:  # the console DB gone too, or the claim lost: the target's row stays the truth
+            log.exception("backfill %s: could not record its progress after a failure", self.backfill.pk)
+
     def finish(self, done: int) -> dict:
         self._on_target(lambda conn: pg.forget_progress(conn, self.spec.key), "backfill end")
         Backfill.objects.filter(pk=self.backfill.pk).update(rows_done=done)
@@ -272,14 +290,8 @@ def rest(batch_ms: float) -> None:
         time.sleep(batch_ms / 1000 * settings.BACKFILL_REST_RATIO)
 
 
-def run_backfill(ctx: JobContext, backfill: Backfill) -> dict:
-    """The batches from where the target says this backfill got to. The console records them (and
-    looks for a pause or a cancel) every BACKFILL_PROGRESS_INTERVAL_S, before a throttle, while a
-    batch waits for a lock, and at the end."""
-    run = _Run(ctx, backfill)
-    if reason := run.stop_reason(batch_waiters=0):
-        run.throttle(reason)
-    run.begin()
+def _batches(run: _Run) -> None:
+    """Batch after batch to the last key, holding off when the health indicators say so."""
     while run.after is not None:
         batch = run.batch()
         if batch.upto is None:
@@ -289,8 +301,25 @@ def run_backfill(ctx: JobContext, backfill: Backfill) -> dict:
             run.record()
             run.throttle(reason)
         if run.record_if_due():
-            ctx.raise_if_stopped()
+            run.ctx.raise_if_stopped()
         rest(run.last[1])
+
+
+def run_backfill(ctx: JobContext, backfill: Backfill) -> dict:
+    """The batches from where the target says this backfill got to. The console records them (and
+    looks for a pause or a cancel) every BACKFILL_PROGRESS_INTERVAL_S, before a throttle, while a
+    batch waits for a lock, and at the end."""
+    run = _Run(ctx, backfill)
+    if reason := run.stop_reason(batch_waiters=0):
+        run.throttle(reason)
+    run.begin()
+    try:
+        _batches(run)
+    except (ClaimLost, JobCancelled):  # paused, throttled, cancelled (recorded first) or taken over (not ours to record)
+        raise
+    except Exception:
+        run.record_on_failure()
+        raise
     run.record()
     done = run.done
     ctx.log(f"every key done: {done} rows set")
