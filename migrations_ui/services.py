@@ -169,6 +169,10 @@ class _Run:
                                 int(data.get("batch_size") or settings.BACKFILL_BATCH_INITIAL_ROWS),
                                 bool(data.get("contended")))
         self.record_due = time.monotonic() + settings.BACKFILL_PROGRESS_INTERVAL_S
+        # The rate chart's first point of this attempt (stored with its first record): the first
+        # interval is then this attempt's work, and the pause or throttled wait before it a gap,
+        # even when the attempt ends before a second record (BACKFILL_PROGRESS_INTERVAL_S apart).
+        self.backfill.rate_samples = [*self.backfill.rate_samples, [time.time(), self.done]][-Backfill.RATE_SAMPLES:]
 
     def start(self) -> tuple[int | None, int]:
         """(last key done, rows done), the target's progress row being the truth; (None, rows)
@@ -279,8 +283,16 @@ class _Run:
             log.exception("backfill %s: could not record its progress after a failure", self.backfill.pk)
 
     def finish(self, done: int) -> dict:
+        """The target's progress row removed, and the total made what was done: rows_total was
+        counted at the start, and rows deleted (or inserted, or changed out of or into the filter)
+        since make it wrong; a succeeded backfill must not say "2700 of 4500 (60%)"."""
         self._on_target(lambda conn: pg.forget_progress(conn, self.spec.key), "backfill end")
-        Backfill.objects.filter(pk=self.backfill.pk).update(rows_done=done)
+        counted = self.backfill.rows_total
+        if counted is not None and counted != done:
+            self.ctx.log(f"{abs(counted - done)} rows {'fewer' if done < counted else 'more'} than counted at its "
+                         f"start ({counted}): rows changed, came or went meanwhile; its total is the {done} it set")
+        Backfill.objects.filter(pk=self.backfill.pk).update(rows_done=done, rows_total=done)
+        self.ctx.set_total(done)
         return {"rows": done, "table": f"{self.spec.schema}.{self.spec.table}", "column": self.spec.column}
 
 

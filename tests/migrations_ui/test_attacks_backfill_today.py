@@ -131,18 +131,22 @@ def _writers(fleet, name, count: int, stop: threading.Event, hold_s: float) -> l
 
 
 def _run_through_throttles(job_id: int, timeout_s: float) -> Job:
-    """jobs.execute here, again each time it throttled once due, until it ends (or the deadline)."""
+    """jobs.execute here, again each time it throttled once due, until it ends (or the deadline).
+    A throttle also sends the job to the broker: a worker of the suite may run it meanwhile."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        jobs.execute(job_id)
         job = Job.objects.get(pk=job_id)
-        if job.state != Job.State.QUEUED:
+        if job.state == Job.State.QUEUED:
+            time.sleep(max(0.0, job.not_before.timestamp() - time.time()) if job.not_before else 0)
+            jobs.execute(job_id)
+        elif job.state == Job.State.RUNNING:
+            time.sleep(0.05)
+        else:
             return job
-        time.sleep(max(0.0, (job.not_before.timestamp() - time.time())) + 0.05 if job.not_before else 0.05)
     return Job.objects.get(pk=job_id)
 
 
-@pytest.mark.parametrize("hold_s", [0, 0.002, 0.02], ids=["autocommit", "held-2ms", "held-20ms"])
+@pytest.mark.parametrize("hold_s", [0, 0.002], ids=["autocommit", "held-2ms"])
 def test_it_finishes_while_many_sessions_write_random_rows(fleet, demo_targets, table, transactional_db, hold_s):
     # Given eight application sessions updating random rows of a 50,000-row table,
     name = table("bfa_writers", rows=50_000)
@@ -166,6 +170,7 @@ def test_it_finishes_while_many_sessions_write_random_rows(fleet, demo_targets, 
     assert job.state == Job.State.SUCCEEDED, (job.state, job.error, job.wait_reason, figures)
     assert _rows_by_n(fleet, name) == {(1, True): 45_000, (0, False): 5_000}
     assert done.rows_done == done.rows_total == job.result["rows"] == 45_000
+    assert done.throttles == 0 or done.throttle_reason, "a hold-off says why"
 
 
 # A worker SIGKILLed while its batch waits on an application's row lock ---------------------------
@@ -252,3 +257,41 @@ def test_it_ends_a_backfill_whose_filter_lets_no_row_through(fleet, demo_targets
     assert _rows_by_n(fleet, name) == {(0, True): 4500, (0, False): 500}
     assert done.rows_done == done.rows_total == job.result["rows"] == 0 and done.last_pk == 5000
     assert _progress_row(fleet, done) is None
+
+
+# Rows deleted ahead of the batches ----------------------------------------------------------------
+
+
+def test_it_ends_with_its_figures_agreeing_when_rows_ahead_of_it_were_deleted(fleet, demo_targets, table,
+                                                                             transactional_db, client_as, settings):
+    settings.DDL_LOCK_BACKOFF_S = 0.1
+    # Given a backfill of 4,500 rows (counted at its start) whose second batch (keys 1,001-3,000)
+    # waits on an application's row lock,
+    name = table("bfa_deleted", rows=5000)
+    ident = sql.Identifier(name)
+    backfill = _start(demo_targets, name, enqueue=False)
+    holder = superuser(fleet)
+    holder.execute("BEGIN")
+    holder.execute(sql.SQL("UPDATE {} SET note = 'app' WHERE id = 2501").format(ident))
+    try:
+        thread, ended = _in_a_thread(backfill.job_id)
+        job = Job.objects.get(pk=backfill.job_id)
+        wait_until(lambda: job.log_lines.filter(message__contains="lock not granted").exists(), 30,
+                   "the second batch to wait for the application's lock")
+        # when the application deletes the rows past key 3,000 meanwhile,
+        with superuser(fleet) as deleting:
+            deleting.execute(sql.SQL("DELETE FROM {} WHERE id > 3000").format(ident))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    thread.join(timeout=30)
+    # then it ends with what it did, its total what there was to do by then: a succeeded
+    # backfill does not say "2700 of 4500 (60%)".
+    assert ended["state"] == Job.State.SUCCEEDED
+    done, job = Backfill.objects.get(pk=backfill.pk), Job.objects.get(pk=backfill.job_id)
+    assert _rows_by_n(fleet, name) == {(1, True): 2700, (0, False): 300}
+    assert done.rows_done == job.result["rows"] == job.progress_done == 2700
+    assert (done.rows_total, job.progress_total) == (2700, 2700)
+    page = client_as("viewer").get(done.get_absolute_url()).content.decode()
+    assert "2700 of 2700 (100%)" in page
+    assert any("1800 rows fewer than counted at its start" in line.message for line in job.log_lines.all())
