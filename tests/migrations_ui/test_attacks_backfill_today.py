@@ -208,39 +208,43 @@ def test_it_sets_every_row_once_when_the_worker_is_killed_while_a_batch_waits_on
     assert _progress_row(fleet, done) is None
 
 
-# A rollout's backfill stage paused while a tenant's batch waits ----------------------------------
+# A rollout's backfill stage paused or aborted while a tenant's batch waits ---------------------
 
 
 @pytest.mark.worker
-def test_it_pauses_a_rollout_backfill_mid_tenant_while_its_batch_waits_on_a_row_lock(at_expand, users, fleet,
-                                                                                    small_batches):
+@pytest.mark.parametrize("verb", ["pause", "abort"])
+def test_it_stops_a_rollout_backfill_mid_tenant_while_its_batch_waits_on_a_row_lock(at_expand, users, fleet,
+                                                                                   small_batches, verb):
     (tenant,) = at_expand(1, documents=60)
     schema = tenant.schema_name
     # Given a tenant's fourth batch (keys 31-40) waiting on a row lock (three batches recorded),
     locker = _locked(fleet, schema, 35)
     rollout = rollouts.request(rollouts.staged_change(STATUS), "backfill", users["operator"])
     job = _approved_job(rollout, users)
+    stopped_state = {"pause": Job.State.PAUSED, "abort": Job.State.CANCELLED}[verb]
     try:
         _waiting_batch(fleet, schema)
-        # when an operator pauses the rollout while the lock is still held,
-        assert jobs.request_pause(job) == "pausing"
-        paused = wait_until(lambda: Job.objects.filter(pk=job.pk, state=Job.State.PAUSED).first(), 30,
-                            "the rollout to pause while the batch waits")
+        # when an operator pauses (aborts) the rollout while the lock is still held,
+        asked = {"pause": jobs.request_pause, "abort": jobs.request_cancel}[verb](job)
+        assert asked == {"pause": "pausing", "abort": "cancelling"}[verb]
+        stopped = wait_until(lambda: Job.objects.filter(pk=job.pk, state=stopped_state).first(), 30,
+                             f"the rollout to {verb} while the batch waits")
     finally:
         locker.close()
-    # then it pauses at the tenant's batch boundary: its cell, its Backfill row, the rollout's
+    # then it stops at the tenant's batch boundary: its cell, its Backfill row, the rollout's
     # checkpoint and the target agree on 30 rows,
     cell = _cell(rollout, tenant)
     assert cell.state == "pending" and _version(tenant) == "0004"
     assert cell.backfill.rows_done == 30 and cell.backfill.last_pk == 30
-    assert paused.checkpoint["backfills"][_key(tenant)]["after"] == 30
+    assert stopped.checkpoint["backfills"][_key(tenant)]["after"] == 30
     assert _statuses(fleet, schema)[(False, None)] == 30
-    # and resumed, it sets every row once and stamps the tenant.
-    assert jobs.resume(paused)
-    job = jobs.wait_for(job.pk, timeout_s=60)
-    assert job.state == Job.State.SUCCEEDED, (job.state, job.error)
-    assert _statuses(fleet, schema) == {(True, "active"): 45, (True, "deleted"): 15}
-    assert _cell(rollout, tenant).backfill.rows_done == 60 and _version(tenant) == "0005"
+    if verb == "pause":
+        # and resumed, it sets every row once and stamps the tenant.
+        assert jobs.resume(stopped)
+        job = jobs.wait_for(job.pk, timeout_s=60)
+        assert job.state == Job.State.SUCCEEDED, (job.state, job.error)
+        assert _statuses(fleet, schema) == {(True, "active"): 45, (True, "deleted"): 15}
+        assert _cell(rollout, tenant).backfill.rows_done == 60 and _version(tenant) == "0005"
 
 
 # Batches that set nothing -------------------------------------------------------------------------
