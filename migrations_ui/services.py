@@ -129,6 +129,16 @@ class BatchSizer:
         return {"batch_size": self.size, "contended": self.contended}
 
 
+def row_lock_reason(waiters: int, batch_rows: int, *, max_lock_waiters: int) -> str | None:
+    """Why the backfill must hold off after a batch whose row locks `waiters` sessions waited on.
+    Those waits end with the batch's COMMIT, and the next batch is smaller for them (BatchSizer):
+    holding off only helps once batches cannot get smaller, at MIN_BATCH_ROWS. (Sessions queued
+    for a lock on the table itself, the health query's, hold it off at any size.)"""
+    if batch_rows > MIN_BATCH_ROWS:
+        return None
+    return pg.batch_waiters_reason(waiters, max_lock_waiters=max_lock_waiters)
+
+
 class _Run:
     """One attempt of a backfill job, from where the target says it got to."""
 
@@ -214,11 +224,12 @@ class _Run:
         ctx.set_total(backfill.rows_total, "rows")
         return stored["last_pk"], stored["rows_done"]
 
-    def stop_reason(self, batch_waiters: int) -> str | None:
-        """The last batch's waiters every batch; the target's health indicators (one query) before
-        the first batch and then at most every BACKFILL_HEALTH_INTERVAL_S, as they move in seconds."""
+    def stop_reason(self, batch_waiters: int, batch_rows: int = MIN_BATCH_ROWS) -> str | None:
+        """The last batch's waiters every batch (see `row_lock_reason`); the target's health
+        indicators (one query) before the first batch and then at most every
+        BACKFILL_HEALTH_INTERVAL_S, as they move in seconds."""
         backfill = self.backfill
-        reason = pg.batch_waiters_reason(batch_waiters, max_lock_waiters=backfill.max_lock_waiters)
+        reason = row_lock_reason(batch_waiters, batch_rows, max_lock_waiters=backfill.max_lock_waiters)
         if reason or time.monotonic() < self.health_due:
             return reason
         with engines.connect(self.target, database=self.database, statement_timeout_ms=HEALTH_STATEMENT_TIMEOUT_MS) as conn:
@@ -308,7 +319,7 @@ def _batches(run: _Run) -> None:
         batch = run.batch()
         if batch.upto is None:
             break
-        reason = run.stop_reason(batch.waiters)
+        reason = run.stop_reason(batch.waiters, batch_rows=run.last[0])
         if reason:
             run.record()
             run.throttle(reason)

@@ -230,6 +230,15 @@ def test_it_halves_a_batch_whose_row_locks_held_sessions_up_and_grows_slowly_aft
         "batch_size": 5000, "contended": True}
 
 
+def test_it_holds_off_for_sessions_waiting_on_row_locks_only_once_batches_cannot_get_smaller():
+    # A batch of 1,000 keys that three sessions waited on: the next one is smaller, no hold-off.
+    assert services.row_lock_reason(3, 1000, max_lock_waiters=2) is None
+    # At the smallest size, more waiters than the limit hold the backfill off, saying why.
+    assert services.row_lock_reason(3, services.MIN_BATCH_ROWS, max_lock_waiters=2) == (
+        "lock waiters: 3 sessions waited on the last batch's row locks (limit 2)")
+    assert services.row_lock_reason(2, services.MIN_BATCH_ROWS, max_lock_waiters=2) is None
+
+
 def test_it_tells_how_many_sessions_waited_on_a_batchs_row_locks_and_for_how_long(fleet, demo_targets, table, db):
     # Given a backfill's first batch not committed yet, and an application session updating a row
     # of it, which waits,
