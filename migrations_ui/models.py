@@ -50,7 +50,7 @@ class Backfill(models.Model):
     throttle_reason = models.TextField(blank=True, help_text="Why it last held off, if it ever did.")
     throttled_at = models.DateTimeField(null=True, blank=True)
     throttles = models.PositiveIntegerField(default=0)
-    # [unix seconds, rows done] after each batch, the last RATE_SAMPLES of them: the rate chart.
+    # [unix seconds, rows done] as the console records them (`with_sample`): the rate chart.
     rate_samples = models.JSONField(default=list, blank=True)
 
     RATE_SAMPLES = 500
@@ -60,6 +60,24 @@ class Backfill(models.Model):
 
     def __str__(self):
         return f"{self.schema}.{self.table}.{self.set_column} on {self.target}"
+
+    def with_sample(self, at_s: float, rows: int, *, new_point: bool = False) -> list[list[float]]:
+        """The rate samples with (at_s, rows) added: the whole backfill's history in at most
+        RATE_SAMPLES points, evenly spaced. While the last interval is shorter than their mean
+        spacing the last point moves on (it stays current); then a new one starts. Past
+        RATE_SAMPLES every other point goes, the first and the last kept, and the spacing doubles.
+        A pause stays one long interval, a gap in `rates`. `new_point`: always a point of its own
+        (an attempt's start, after a pause or a throttled wait)."""
+        samples = [list(sample) for sample in (self.rate_samples or [])]
+        if not new_point and len(samples) >= 3:
+            spacing_s = (samples[-1][0] - samples[0][0]) / (len(samples) - 1)
+            if samples[-1][0] - samples[-2][0] < spacing_s:
+                samples[-1] = [at_s, rows]
+                return samples
+        samples.append([at_s, rows])
+        if len(samples) > self.RATE_SAMPLES:
+            samples = samples[:-1][::2] + [samples[-1]]
+        return samples
 
     def rates(self) -> list[tuple[float, float | None]]:
         """(unix seconds, rows per second since the sample before) for each sample but the first.

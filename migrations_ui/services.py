@@ -182,7 +182,7 @@ class _Run:
         # The rate chart's first point of this attempt (stored with its first record): the first
         # interval is then this attempt's work, and the pause or throttled wait before it a gap,
         # even when the attempt ends before a second record (BACKFILL_PROGRESS_INTERVAL_S apart).
-        self.backfill.rate_samples = [*self.backfill.rate_samples, [time.time(), self.done]][-Backfill.RATE_SAMPLES:]
+        self.backfill.rate_samples = self.backfill.with_sample(time.time(), self.done, new_point=True)
 
     def start(self) -> tuple[int | None, int]:
         """(last key done, rows done), the target's progress row being the truth; (None, rows)
@@ -272,7 +272,7 @@ class _Run:
         if not self.unrecorded:
             return
         done, upto, batches, (size, elapsed_ms) = self.done, self.after, self.unrecorded, self.last
-        samples = [*self.backfill.rate_samples, [time.time(), done]][-Backfill.RATE_SAMPLES:]
+        samples = self.backfill.with_sample(time.time(), done)
 
         def record():
             Backfill.objects.filter(pk=self.backfill.pk).update(
