@@ -104,7 +104,8 @@ def backfill_detail(request, pk):
     backfill = get_object_or_404(Backfill.objects.select_related("target", "job", "requested_by"), pk=pk)
     context = {"backfill": backfill, "job": backfill.job, "statement": backfill.spec().render(),
                "rest_percent": round(settings.BACKFILL_REST_RATIO * 100),
-               "lock_wait_percent": round(settings.BACKFILL_LOCK_WAIT_SHARE * 100)}
+               "lock_wait_percent": round(settings.BACKFILL_LOCK_WAIT_SHARE * 100),
+               "record_interval_s": f"{settings.BACKFILL_PROGRESS_INTERVAL_S:g}"}
     if request.htmx:
         response = render(request, "migrations_ui/backfill_detail.html#backfill-progress", context)
         if not backfill.is_live:
