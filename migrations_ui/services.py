@@ -224,12 +224,12 @@ class _Run:
         ctx.set_total(backfill.rows_total, "rows")
         return stored["last_pk"], stored["rows_done"]
 
-    def stop_reason(self, batch_waiters: int, batch_rows: int = MIN_BATCH_ROWS) -> str | None:
+    def stop_reason(self, batch_waiters: int = 0) -> str | None:
         """The last batch's waiters every batch (see `row_lock_reason`); the target's health
         indicators (one query) before the first batch and then at most every
         BACKFILL_HEALTH_INTERVAL_S, as they move in seconds."""
         backfill = self.backfill
-        reason = row_lock_reason(batch_waiters, batch_rows, max_lock_waiters=backfill.max_lock_waiters)
+        reason = row_lock_reason(batch_waiters, self.last[0], max_lock_waiters=backfill.max_lock_waiters)
         if reason or time.monotonic() < self.health_due:
             return reason
         with engines.connect(self.target, database=self.database, statement_timeout_ms=HEALTH_STATEMENT_TIMEOUT_MS) as conn:
@@ -239,7 +239,9 @@ class _Run:
                                   max_lock_waiters=backfill.max_lock_waiters)
 
     def throttle(self, reason: str) -> None:
-        """The job back to the queue (no worker held) until the retry time, saying why."""
+        """The job back to the queue (no worker held) until the retry time, saying why; the
+        batches done so far recorded first."""
+        self.record()
         Backfill.objects.filter(pk=self.backfill.pk).update(
             throttle_reason=reason, throttled_at=timezone.now(), throttles=F("throttles") + 1)
         self.ctx.throttle(reason, self.backfill.throttle_retry_s)
@@ -274,13 +276,13 @@ class _Run:
         done, upto, batches, (size, elapsed_ms) = self.done, self.after, self.unrecorded, self.last
         samples = self.backfill.with_sample(time.time(), done)
 
-        def record():
+        def save():
             Backfill.objects.filter(pk=self.backfill.pk).update(
                 rows_done=done, last_pk=upto, batches=F("batches") + batches, batch_size=size,
                 last_batch_ms=elapsed_ms, rate_samples=samples)
             self.backfill.rate_samples = samples
 
-        self.ctx.run_unit(record, done, {"after": upto, **self.sizer.as_checkpoint()})
+        self.ctx.run_unit(save, done, {"after": upto, **self.sizer.as_checkpoint()})
         self.unrecorded = 0
 
     def record_on_failure(self) -> None:
@@ -319,9 +321,7 @@ def _batches(run: _Run) -> None:
         batch = run.batch()
         if batch.upto is None:
             break
-        reason = run.stop_reason(batch.waiters, batch_rows=run.last[0])
-        if reason:
-            run.record()
+        if reason := run.stop_reason(batch.waiters):
             run.throttle(reason)
         if run.record_if_due():
             run.ctx.raise_if_stopped()
@@ -333,7 +333,7 @@ def run_backfill(ctx: JobContext, backfill: Backfill) -> dict:
     looks for a pause or a cancel) every BACKFILL_PROGRESS_INTERVAL_S, before a throttle, while a
     batch waits for a lock, and at the end."""
     run = _Run(ctx, backfill)
-    if reason := run.stop_reason(batch_waiters=0):
+    if reason := run.stop_reason():
         run.throttle(reason)
     run.begin()
     try:

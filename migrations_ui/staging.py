@@ -156,19 +156,16 @@ class Definition:
     def title(self) -> str:
         """What the change is, from its validated names and type only (no SQL expression): safe
         to write into a generated revision's docstring."""
-        if self.kind == ADD_INDEX:
-            return f"index on {self.table} ({', '.join(self.index_columns)})"
-        if self.kind == ADD_FOREIGN_KEY:
-            return f"foreign key {self.table}.{self.column} -> {self.ref_table}.{self.ref_column}"
-        if self.kind == ADD_NOT_NULL_COLUMN:
-            return f"NOT NULL column {self.table}.{self.column} {self.column_type}, backfilled"
-        return f"NOT NULL on {self.table}.{self.column}, backfilled"
+        return self._what(", backfilled")
 
     def describe(self) -> str:
+        return self._what(f" (backfill: {self.backfill_expression})")
+
+    def _what(self, backfill: str) -> str:
         if self.kind == ADD_INDEX:
             return f"index on {self.table} ({', '.join(self.index_columns)})"
         if self.kind == ADD_FOREIGN_KEY:
             return f"foreign key {self.table}.{self.column} -> {self.ref_table}.{self.ref_column}"
         if self.kind == ADD_NOT_NULL_COLUMN:
-            return f"NOT NULL column {self.table}.{self.column} {self.column_type} (backfill: {self.backfill_expression})"
-        return f"NOT NULL on {self.table}.{self.column} (backfill: {self.backfill_expression})"
+            return f"NOT NULL column {self.table}.{self.column} {self.column_type}{backfill}"
+        return f"NOT NULL on {self.table}.{self.column}{backfill}"

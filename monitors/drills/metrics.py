@@ -35,15 +35,22 @@ def families(names: dict[int, str]):
         if sizes.get(scope["last_done"]) is not None:
             backup_bytes.add_metric(key, sizes[scope["last_done"]])
     finished = DrillRun.objects.filter(finished_at__isnull=False, passed__isnull=False, backup__isnull=False)
-    scope = ("backup__target_id", "backup__database", "backup__tenant_id")
-    last = [r["last"] for r in finished.values(*scope).annotate(last=Max("id"))]
-    last_passing = [r["last"] for r in finished.filter(passed=True).values(*scope).annotate(last=Max("id"))]
-    for run in DrillRun.objects.filter(pk__in=last + last_passing).select_related("backup"):
-        key = labels(run.backup.target_id, run.backup.database, run.backup.tenant_id)
+    add_last_outcomes(finished, ("backup__target_id", "backup__database", "backup__tenant_id"),
+                      lambda run: labels(run.backup.target_id, run.backup.database, run.backup.tenant_id),
+                      passed=passed, rpo=rpo, rto=rto, related=("backup",))
+    yield from (verified_at, backup_bytes, rto, rpo, passed)
+
+
+def add_last_outcomes(finished, scope: tuple[str, ...], key_of, *, passed, rpo, rto, related=()) -> None:
+    """Per `scope` of the `finished` drill runs: whether the last one passed and its RPO, and the
+    RTO of the last passing one (a failed drill has no RTO worth a gauge)."""
+    last = {r["last"] for r in finished.values(*scope).annotate(last=Max("id"))}
+    last_passing = {r["last"] for r in finished.filter(passed=True).values(*scope).annotate(last=Max("id"))}
+    for run in finished.model.objects.filter(pk__in=last | last_passing).select_related(*related):
+        key = key_of(run)
         if run.pk in last:
             passed.add_metric(key, 1 if run.passed else 0)
             if run.rpo_s is not None:
                 rpo.add_metric(key, run.rpo_s)
         if run.pk in last_passing and run.rto_s is not None:
             rto.add_metric(key, run.rto_s)
-    yield from (verified_at, backup_bytes, rto, rpo, passed)

@@ -2,9 +2,9 @@
 type (as pgbackrest info last listed it) and its size in the repository, the last PITR drill's
 result, RTO and RPO. From the console DB."""
 
-from django.db.models import Max
 from prometheus_client.core import GaugeMetricFamily
 
+from monitors.drills.metrics import add_last_outcomes
 from monitors.drills.physical import PhysicalBackup, PitrDrillRun
 
 
@@ -13,11 +13,12 @@ def families(names: dict[int, str]):
                                 "Unix time the newest pgBackRest backup of a type stopped", labels=["target", "type"])
     repo_bytes = GaugeMetricFamily("fleet_physical_backup_last_repo_bytes",
                                    "Repository size of the newest pgBackRest backup of a type", labels=["target", "type"])
-    newest = PhysicalBackup.objects.filter(expired_at__isnull=True).values("target_id", "type").annotate(last=Max("stopped_at"))
-    for row in newest:
-        backup = PhysicalBackup.objects.filter(target_id=row["target_id"], type=row["type"], stopped_at=row["last"]).first()
-        key = [names.get(row["target_id"], str(row["target_id"])), row["type"]]
-        stopped.add_metric(key, row["last"].timestamp())
+    newest = {}  # (target id, type) -> its newest backup, in one query
+    for backup in PhysicalBackup.objects.filter(expired_at__isnull=True).order_by("stopped_at", "id"):
+        newest[backup.target_id, backup.type] = backup
+    for (target_id, kind), backup in newest.items():
+        key = [names.get(target_id, str(target_id)), kind]
+        stopped.add_metric(key, backup.stopped_at.timestamp())
         repo_bytes.add_metric(key, backup.repo_size_bytes)
     rto = GaugeMetricFamily("fleet_pitr_drill_last_rto_seconds", "RTO of the last passing PITR drill: start to verified",
                             labels=["target"])
@@ -26,14 +27,6 @@ def families(names: dict[int, str]):
     passed = GaugeMetricFamily("fleet_pitr_drill_last_passed", "1 if the last finished PITR drill passed, 0 if it failed",
                                labels=["target"])
     finished = PitrDrillRun.objects.filter(finished_at__isnull=False, passed__isnull=False)
-    last = [r["last"] for r in finished.values("target_id").annotate(last=Max("id"))]
-    last_passing = [r["last"] for r in finished.filter(passed=True).values("target_id").annotate(last=Max("id"))]
-    for run in PitrDrillRun.objects.filter(pk__in=last + last_passing):
-        key = [names.get(run.target_id, str(run.target_id))]
-        if run.pk in last:
-            passed.add_metric(key, 1 if run.passed else 0)
-            if run.rpo_s is not None:
-                rpo.add_metric(key, run.rpo_s)
-        if run.pk in last_passing and run.rto_s is not None:
-            rto.add_metric(key, run.rto_s)
+    add_last_outcomes(finished, ("target_id",), lambda run: [names.get(run.target_id, str(run.target_id))],
+                      passed=passed, rpo=rpo, rto=rto)
     yield from (stopped, repo_bytes, rto, rpo, passed)

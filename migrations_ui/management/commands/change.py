@@ -1,13 +1,12 @@
 """A console-authored change from the shell, for scripts and CI pipelines: its plan, a stage's
 approval request, and where each stage stands."""
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from console.models import Job
-from console.roles import OPERATOR, has_role
 from migrations_ui import changes, plans
 from migrations_ui.models import Change
+from migrations_ui.management.operators import operator_named
 
 
 class Command(BaseCommand):
@@ -44,11 +43,7 @@ class Command(BaseCommand):
             self.stdout.write(self.style.WARNING("\nflagged statements: override them with a reason on the plan page first"))
 
     def _request(self, change, opts):
-        user = get_user_model().objects.filter(username=opts["user"], is_active=True).first()
-        if user is None:
-            raise CommandError(f"no active user {opts['user']!r}")
-        if not has_role(user, OPERATOR):  # as on the page (migrations.stage_request, an operator's)
-            raise CommandError(f"{user.get_username()} is not an operator (migrations.stage_request): nothing requested")
+        user = operator_named(opts["user"], "migrations.stage_request")  # as on the page
         try:
             approval = changes.request_stage_approval(change, opts["stage"], user)
         except changes.ChangeRefused as exc:

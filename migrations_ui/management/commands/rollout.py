@@ -2,11 +2,10 @@
 staged changes and where the tenants are, a stage's rollout request (someone else approves it),
 and each stage's latest rollout with its cells."""
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from console.roles import OPERATOR, has_role
 from migrations_ui import rollouts
+from migrations_ui.management.operators import operator_named
 
 
 class Command(BaseCommand):
@@ -41,11 +40,7 @@ class Command(BaseCommand):
 
     def _request(self, opts):
         change = self._change(opts["change"])
-        user = get_user_model().objects.filter(username=opts["user"], is_active=True).first()
-        if user is None:
-            raise CommandError(f"no active user {opts['user']!r}")
-        if not has_role(user, OPERATOR):  # as on the page (migrations.rollout_request, an operator's)
-            raise CommandError(f"{user.get_username()} is not an operator (migrations.rollout_request): nothing requested")
+        user = operator_named(opts["user"], "migrations.rollout_request")  # as on the page
         try:
             waves = [int(size) for size in opts["waves"].split(",") if size.strip()]
             rollout = rollouts.request(change, opts["stage"], user, canary=opts["canary"], wave_sizes=waves,
